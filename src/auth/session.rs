@@ -1,0 +1,135 @@
+//! The signed-in user, kept in the encrypted session cookie.
+//!
+//! The cookie holds only the subject, display name, email and sign-in time. It never
+//! holds tokens, so a stolen cookie cannot be turned into provider access. Sessions
+//! expire after the configured time even if a client keeps the cookie longer.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use poem::session::Session;
+use serde::{Deserialize, Serialize};
+
+const USER_KEY: &str = "user";
+
+/// Longest display name kept, in characters. Longer names are cut so the session
+/// cookie stays under the 4 KiB that browsers accept.
+pub const NAME_MAX_CHARS: usize = 200;
+/// Longest email address kept, in bytes (the SMTP path limit).
+pub const EMAIL_MAX_BYTES: usize = 254;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedInUser {
+    /// The provider's stable subject identifier (`sub`).
+    pub sub: String,
+    pub name: String,
+    pub email: Option<String>,
+    /// Seconds since the Unix epoch.
+    pub signed_in_at: u64,
+}
+
+impl SignedInUser {
+    /// Builds a user from provider claims. The display name falls back to the given
+    /// name, then the email, then the subject, because providers such as Google do not
+    /// guarantee a `name` claim.
+    pub fn from_claims(
+        sub: &str,
+        name: Option<&str>,
+        given_name: Option<&str>,
+        email: Option<&str>,
+    ) -> Self {
+        let name = [name, given_name, email]
+            .into_iter()
+            .flatten()
+            .map(clean_display_name)
+            .find(|name| !name.is_empty())
+            .unwrap_or_else(|| clean_display_name(sub));
+        Self {
+            sub: sub.to_owned(),
+            name,
+            email: email
+                .filter(|email| email.len() <= EMAIL_MAX_BYTES)
+                .map(str::to_owned),
+            signed_in_at: unix_now(),
+        }
+    }
+
+    /// Returns the part of the email after `@`, lower-cased, or `None`.
+    pub fn email_domain(&self) -> Option<String> {
+        let email = self.email.as_deref()?;
+        let (_, domain) = email.rsplit_once('@')?;
+        Some(domain.to_ascii_lowercase())
+    }
+}
+
+/// Removes control characters, trims whitespace and cuts the name to
+/// [`NAME_MAX_CHARS`]. HTML escaping happens in the templates, not here.
+pub fn clean_display_name(raw: &str) -> String {
+    raw.chars()
+        .filter(|c| !c.is_control())
+        .collect::<String>()
+        .trim()
+        .chars()
+        .take(NAME_MAX_CHARS)
+        .collect()
+}
+
+/// Returns the signed-in user, or `None` when there is none or the sign-in is older
+/// than `ttl`.
+pub fn current_user(session: &Session, ttl: Duration) -> Option<SignedInUser> {
+    let user: SignedInUser = session.get(USER_KEY)?;
+    let age = unix_now().saturating_sub(user.signed_in_at);
+    (age < ttl.as_secs()).then_some(user)
+}
+
+/// Stores the user in a fresh session. Renewing at sign-in discards anything an
+/// attacker may have planted in the session before (session fixation).
+pub fn start(session: &Session, user: &SignedInUser) {
+    session.renew();
+    session.set(USER_KEY, user);
+}
+
+/// Ends the session and removes its cookie.
+pub fn end(session: &Session) {
+    session.purge();
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_falls_back_to_given_name_then_email_then_sub() {
+        let given = SignedInUser::from_claims("s", None, Some("Ada"), Some("a@x.org"));
+        assert_eq!(given.name, "Ada");
+        let email = SignedInUser::from_claims("s", Some("  "), None, Some("a@x.org"));
+        assert_eq!(email.name, "a@x.org");
+        let sub = SignedInUser::from_claims("s-1", None, None, None);
+        assert_eq!(sub.name, "s-1");
+    }
+
+    #[test]
+    fn long_name_is_cut_at_char_boundary() {
+        let long = "é".repeat(10_000);
+        let user = SignedInUser::from_claims("s", Some(&long), None, None);
+        assert_eq!(user.name.chars().count(), NAME_MAX_CHARS);
+    }
+
+    #[test]
+    fn control_characters_are_removed() {
+        let user = SignedInUser::from_claims("s", Some("Ada\n\u{7}Lovelace"), None, None);
+        assert_eq!(user.name, "AdaLovelace");
+    }
+
+    #[test]
+    fn email_domain_is_lower_case() {
+        let user = SignedInUser::from_claims("s", None, None, Some("Ada@Example.ORG"));
+        assert_eq!(user.email_domain().as_deref(), Some("example.org"));
+    }
+}
