@@ -1,6 +1,8 @@
 //! Test helpers: start the real `nixtla` binary on a free port and read its log.
 #![allow(dead_code)]
 
+pub mod oidc;
+
 use std::{
     io::{BufRead, BufReader},
     net::TcpListener,
