@@ -26,8 +26,10 @@ pub enum LoginFailure {
     ProviderError,
     /// The callback had neither `code` nor `error`.
     MissingCode,
-    /// The token endpoint rejected the code or could not be reached.
+    /// The token endpoint rejected the code.
     TokenExchange,
+    /// The token endpoint could not be reached or returned something unreadable.
+    ProviderUnavailable,
     /// The ID token was missing or failed verification.
     IdToken,
     /// The email address is missing or not verified.
@@ -47,6 +49,7 @@ impl LoginFailure {
             Self::ProviderError => "provider_error",
             Self::MissingCode => "missing_code",
             Self::TokenExchange => "token_exchange",
+            Self::ProviderUnavailable => "provider_unavailable",
             Self::IdToken => "id_token",
             Self::EmailUnverified => "email_unverified",
             Self::DomainNotAllowed => "domain_not_allowed",

@@ -142,6 +142,10 @@ async fn hostile_names_are_escaped_and_bounded() {
             .unwrap();
         assert!(body.contains(&format!("Hello {shown}!")), "{name}: {body}");
         assert!(!body.contains("<script>alert"), "{body}");
+        let login = app
+            .wait_for_event("login", |event| event["user_name"] == name)
+            .await;
+        assert_eq!(login["user_name"], name);
     }
     let client = browser_like_client();
     let response = client

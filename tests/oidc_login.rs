@@ -221,7 +221,7 @@ async fn id_token_with_wrong_claims_is_rejected() {
         provider.override_next_id_token(case.clone()).await;
         let client = browser_like_client();
         let response = sign_in(&client, &app).await;
-        assert_eq!(response.status(), 502, "case {case}");
+        assert_eq!(response.status(), 400, "case {case}");
         let failures = app
             .log_events()
             .iter()
@@ -368,4 +368,52 @@ async fn log_never_contains_secrets() {
     ] {
         assert!(!log.contains(secret), "the log contains the {what}");
     }
+}
+
+#[tokio::test]
+async fn unreachable_token_endpoint_is_a_bad_gateway() {
+    let (app, mut provider) = spawn_with_provider(&[]).await;
+    let client = browser_like_client();
+    let pending = start_login(&client, &app, "/nixtla").await;
+    provider.stop();
+    let response = client.get(pending.callback_url).send().await.unwrap();
+    assert_failed(&app, response, 502, "provider_unavailable").await;
+}
+
+#[tokio::test]
+async fn tampered_session_cookie_counts_as_signed_out() {
+    let (app, _provider) = spawn_with_provider(&[]).await;
+    let client = browser_like_client();
+    let response = sign_in(&client, &app).await;
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let value = cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .trim_start_matches("nixtla_session=");
+    let mut bytes = value.as_bytes().to_vec();
+    bytes[10] = if bytes[10] == b'A' { b'B' } else { b'A' };
+    let tampered = format!("nixtla_session={}", String::from_utf8(bytes).unwrap());
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = plain
+        .get(app.url("/nixtla"))
+        .header("cookie", &tampered)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 303);
+    assert_eq!(location(&page), "/login?next=/nixtla");
+    let me = plain
+        .get(app.url("/api/me"))
+        .header("cookie", &tampered)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 401);
 }

@@ -55,7 +55,7 @@ if [[ -f tests/support/loki_receiver/test_receiver.py ]]; then
 fi
 if compgen -G 'tests/support/node/*.test.mjs' >/dev/null; then
     echo "==> OpenID provider and browser driver self-test"
-    node --test tests/support/node/*.test.mjs
+    (cd tests/support/node && node --test)
 fi
 
 echo "==> cargo test"

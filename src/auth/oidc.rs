@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use openidconnect::{
     AccessToken, AuthenticationFlow, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
-    EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, Nonce, OAuth2TokenResponse,
-    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, SubjectIdentifier,
+    EndpointMaybeSet, EndpointNotSet, EndpointSet, ErrorResponse, IssuerUrl, Nonce,
+    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RequestTokenError,
+    Scope, SubjectIdentifier,
     core::{
         CoreClient, CoreIdTokenClaims, CoreIdTokenVerifier, CoreProviderMetadata, CoreResponseType,
         CoreUserInfoClaims,
@@ -157,15 +158,14 @@ impl OidcLogin {
         login: &LoginState,
         code: String,
     ) -> Result<SignedInUser, LoginError> {
-        let token_error = |detail: String| LoginError::new(LoginFailure::TokenExchange, detail);
         let response = self
             .client
             .exchange_code(AuthorizationCode::new(code))
-            .map_err(|error| token_error(error.to_string()))?
+            .map_err(|error| LoginError::new(LoginFailure::ProviderUnavailable, error.to_string()))?
             .set_pkce_verifier(PkceCodeVerifier::new(login.pkce_verifier.clone()))
             .request_async(&self.http)
             .await
-            .map_err(|error| token_error(error_chain(&error)))?;
+            .map_err(|error| token_exchange_error(&error))?;
         let id_token = response
             .extra_fields()
             .id_token()
@@ -281,6 +281,20 @@ impl OidcLogin {
         }
         Ok(())
     }
+}
+
+/// Sorts token endpoint failures: an OAuth error response (such as `invalid_grant`
+/// for a reused code) is the request's fault, anything else the provider's.
+fn token_exchange_error<RE, T>(error: &RequestTokenError<RE, T>) -> LoginError
+where
+    RE: std::error::Error + 'static,
+    T: ErrorResponse + 'static,
+{
+    let reason = match error {
+        RequestTokenError::ServerResponse(_) => LoginFailure::TokenExchange,
+        _ => LoginFailure::ProviderUnavailable,
+    };
+    LoginError::new(reason, error_chain(error))
 }
 
 /// The one HTTP client for provider requests. Redirects are off so a malicious

@@ -212,8 +212,12 @@ fn login_failed_page(reason: LoginFailure) -> Response {
             "Your provider has not verified your email.",
         ),
         TokenExchange | IdToken => (
-            StatusCode::BAD_GATEWAY,
+            StatusCode::BAD_REQUEST,
             "The sign-in provider's answer could not be verified. Please try again.",
+        ),
+        ProviderUnavailable => (
+            StatusCode::BAD_GATEWAY,
+            "The sign-in provider could not be reached. Please try again later.",
         ),
         StateMismatch | LoginExpired | MissingCode | ProviderError | InvalidInput => (
             StatusCode::BAD_REQUEST,

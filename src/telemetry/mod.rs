@@ -14,7 +14,7 @@ pub enum LogFormat {
 #[derive(Debug, Args)]
 pub struct TelemetryArgs {
     /// Format of the log lines on stdout.
-    #[arg(long, env = "NIXTLA_LOG_FORMAT", value_enum, default_value = "json")]
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
 }
 

@@ -24,7 +24,7 @@ const SERVICE_VARS: [&str; 14] = [
     "SESSION_KEY",
     "SESSION_KEY_FILE",
     "ALLOWED_EMAIL_DOMAINS",
-    "NIXTLA_LOG_FORMAT",
+    "LOG_FORMAT",
     "LOKI_URL",
     "LOKI_LABELS",
     "LOKI_TENANT",
@@ -67,7 +67,7 @@ impl TestApp {
         command
             .env("NIXTLA_LISTEN", format!("127.0.0.1:{port}"))
             .env("NIXTLA_PUBLIC_URL", &base_url)
-            .env("NIXTLA_LOG_FORMAT", "json")
+            .env("LOG_FORMAT", "json")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

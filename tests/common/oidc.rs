@@ -80,6 +80,14 @@ impl TestProvider {
     }
 }
 
+impl TestProvider {
+    /// Stops the provider, so later requests to it fail to connect.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for TestProvider {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -117,6 +117,9 @@ function chromiumPath() {
 // Origin and path only: callback URLs carry the authorization code in their query string.
 function withoutQuery(url) {
   const parsed = new URL(url);
+  if (parsed.origin === 'null') {
+    return url;
+  }
   return `${parsed.origin}${parsed.pathname}`;
 }
 
@@ -153,6 +156,9 @@ async function readGreeting(page, options, report) {
   const greeting = page.locator('#greeting');
   await greeting.waitFor({ state: 'visible' });
   report.greeting = await greeting.textContent();
+}
+
+function checkGreeting(options, report) {
   if (report.greeting !== options.expectedGreeting) {
     throw new FlowError(
       `unexpected greeting ${JSON.stringify(report.greeting)}: expected ${JSON.stringify(options.expectedGreeting)}`,
@@ -214,10 +220,12 @@ async function runFlow(context, options, report) {
     await signInWithDevForm(page, options, report);
   }
   await readGreeting(page, options, report);
+  // The screenshot comes before the checks, so a failed run still shows the page.
+  await saveScreenshot(page, options, report);
+  checkGreeting(options, report);
   if (options.mode === 'oidc') {
     checkProviderVisited(options, report);
   }
-  await saveScreenshot(page, options, report);
   await signOut(page, context, options, report);
 }
 

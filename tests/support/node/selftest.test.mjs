@@ -417,7 +417,9 @@ describe('browser-flow.mjs', () => {
       ]);
       assert.equal(result.code, 1);
       assert.match(result.stderr, /unexpected greeting "Hello Ada!": expected "Hello Bob!"/);
-      assert.equal(parseReport(result.stdout).ok, false);
+      const report = parseReport(result.stdout);
+      assert.equal(report.ok, false);
+      await assertPng(report.screenshot);
     } finally {
       await pages.close();
     }
