@@ -9,7 +9,9 @@ const NEXT_MAX_BYTES: usize = 2048;
 ///
 /// Accepted: an absolute path such as `/nixtla?tab=1`. Rejected: anything with a
 /// scheme or host, protocol-relative `//host`, backslashes (browsers treat `/\host`
-/// as `//host`), control characters or whitespace, and values over 2048 bytes.
+/// as `//host`), `//` or dot segments anywhere (normalizing proxies can turn
+/// `/.//host` into `//host`), non-ASCII, control characters or whitespace, and values
+/// over 2048 bytes.
 pub fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(next) if is_local_path(next) => next.to_owned(),
@@ -18,16 +20,17 @@ pub fn safe_next(next: Option<&str>) -> String {
 }
 
 fn is_local_path(next: &str) -> bool {
-    let mut chars = next.chars();
-    let starts_with_slash = chars.next() == Some('/');
-    let second = chars.next();
-    starts_with_slash
-        && !matches!(second, Some('/') | Some('\\'))
+    next.starts_with('/')
         && next.len() <= NEXT_MAX_BYTES
-        && !next
-            .chars()
-            .any(|c| c == '\\' || c.is_control() || c.is_whitespace())
+        && next.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
+        && !next.contains("//")
+        && !has_dot_segment(next)
         && !contains_encoded_separator(next)
+}
+
+fn has_dot_segment(next: &str) -> bool {
+    let path = next.split(['?', '#']).next().unwrap_or_default();
+    path.split('/').any(|segment| segment == "." || segment == "..")
 }
 
 /// Rejects percent-encoded slashes, backslashes and control bytes, which some
@@ -63,6 +66,9 @@ mod tests {
             "/ni\nxtla",
             "",
             "nixtla",
+            "/.//evil.example",
+            "/a/../b",
+            "/caf\u{e9}",
         ];
         for case in cases {
             assert_eq!(safe_next(Some(case)), DEFAULT_NEXT, "case {case:?}");
