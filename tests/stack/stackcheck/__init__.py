@@ -1,0 +1,1 @@
+"""Offline checks of the Docker Compose and Grafana stack files."""
