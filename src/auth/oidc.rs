@@ -1,11 +1,11 @@
 //! Sign-in with an OpenID Connect provider: authorization code flow with PKCE (S256),
 //! `state` and `nonce`.
 //!
-//! The provider is found through discovery at startup. The ID token's signature,
-//! issuer, audience, expiry (with [`CLOCK_LEEWAY`]) and nonce are checked by
-//! `openidconnect`; this module adds the `azp` check, which that crate leaves to the
-//! caller, the `email_verified` requirement and the domain allow-list. Profile claims
-//! missing from the ID token are read from the userinfo endpoint.
+//! The provider is found through discovery at startup. `openidconnect` checks the ID
+//! token's signature, issuer, audience, expiry (with [`CLOCK_LEEWAY`]) and nonce. This
+//! module adds the `azp` check, which that crate leaves to the caller, then requires
+//! `email_verified` and applies the domain allow-list. Profile claims missing from the
+//! ID token are read from the userinfo endpoint.
 
 use std::time::Duration;
 
