@@ -6,10 +6,7 @@ use std::sync::Arc;
 use poem::{Request, session::Session, web::Data};
 use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme, auth::ApiKey, payload::Json};
 
-use crate::{
-    app::AppState,
-    auth::session::{SignedInUser, current_user},
-};
+use crate::{app::AppState, auth::session::SignedInUser};
 
 pub struct MeApi;
 
@@ -27,7 +24,7 @@ pub struct SessionCookie(SignedInUser);
 async fn session_user(req: &Request, _cookie: ApiKey) -> Option<SignedInUser> {
     let session = req.extensions().get::<Session>()?;
     let state = req.data::<Arc<AppState>>()?;
-    current_user(session, state.config.session_ttl)
+    state.sessions.current_user(session)
 }
 
 /// The signed-in user.

@@ -11,7 +11,7 @@ use poem::{
 
 use crate::{
     app::{self, AppState},
-    auth::{LoginBackend, oidc::OidcLogin},
+    auth::{LoginBackend, oidc::OidcLogin, session::Sessions},
     config::{AppConfig, LoginMode, ServeArgs},
     http_metrics::HttpMetrics,
     telemetry::{self, Telemetry},
@@ -51,6 +51,7 @@ async fn run(config: AppConfig, telemetry: Arc<Telemetry>) -> anyhow::Result<()>
         config: config.clone(),
         login,
         cookie_key,
+        sessions: Sessions::new(config.session_ttl),
         telemetry,
         http_metrics: HttpMetrics::default(),
     });

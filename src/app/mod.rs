@@ -15,7 +15,11 @@ use poem::{
 use poem_openapi::OpenApiService;
 
 use crate::{
-    api::MeApi, auth::LoginBackend, config::AppConfig, http_metrics::HttpMetrics, routes,
+    api::MeApi,
+    auth::{LoginBackend, session::Sessions},
+    config::AppConfig,
+    http_metrics::HttpMetrics,
+    routes,
     telemetry::Telemetry,
 };
 pub use route_template::route_template;
@@ -29,6 +33,7 @@ pub struct AppState {
     pub login: LoginBackend,
     /// Key for both encrypted cookies (session and login state).
     pub cookie_key: CookieKey,
+    pub sessions: Sessions,
     pub telemetry: Arc<Telemetry>,
     pub http_metrics: HttpMetrics,
 }

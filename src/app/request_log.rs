@@ -13,7 +13,7 @@ use poem::{
 use tracing::{Instrument, field::Empty};
 
 use super::{AppState, route_template};
-use crate::{activity, auth::session::current_user};
+use crate::activity;
 
 const REQUEST_ID_HEADER: &str = "x-request-id";
 const REQUEST_ID_MAX_BYTES: usize = 64;
@@ -85,13 +85,11 @@ fn request_id(req: &Request) -> String {
 
 fn record_user(span: &tracing::Span, req: &Request) {
     let session = req.extensions().get::<Session>();
-    let ttl = req
-        .data::<Arc<AppState>>()
-        .map(|state| state.config.session_ttl);
-    let (Some(session), Some(ttl)) = (session, ttl) else {
+    let state = req.data::<Arc<AppState>>();
+    let (Some(session), Some(state)) = (session, state) else {
         return;
     };
-    if let Some(user) = current_user(session, ttl) {
+    if let Some(user) = state.sessions.current_user(session) {
         span.record("user_id", user.sub.as_str());
         span.record("user_name", user.name.as_str());
     }

@@ -4,6 +4,7 @@ pub mod dev_login;
 pub mod login_state;
 pub mod oidc;
 pub mod redirect;
+pub mod revocation;
 pub mod session;
 
 /// How people sign in to this instance.

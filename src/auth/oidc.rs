@@ -292,9 +292,17 @@ where
 {
     let reason = match error {
         RequestTokenError::ServerResponse(_) => LoginFailure::TokenExchange,
+        RequestTokenError::Parse(_, body) if is_oauth_error(body) => LoginFailure::TokenExchange,
         _ => LoginFailure::ProviderUnavailable,
     };
     LoginError::new(reason, error_chain(error))
+}
+
+/// Detects an OAuth error body (`{"error": ...}`). Some providers send it with HTTP
+/// 200, which `oauth2` reports as a parse failure.
+fn is_oauth_error(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .is_ok_and(|value| value.get("error").is_some_and(serde_json::Value::is_string))
 }
 
 /// The one HTTP client for provider requests. Redirects are off so a malicious

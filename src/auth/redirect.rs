@@ -30,7 +30,8 @@ fn is_local_path(next: &str) -> bool {
 
 fn has_dot_segment(next: &str) -> bool {
     let path = next.split(['?', '#']).next().unwrap_or_default();
-    path.split('/').any(|segment| segment == "." || segment == "..")
+    path.split('/')
+        .any(|segment| segment == "." || segment == "..")
 }
 
 /// Rejects percent-encoded slashes, backslashes and control bytes, which some

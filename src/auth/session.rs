@@ -1,13 +1,17 @@
 //! The signed-in user, kept in the encrypted session cookie.
 //!
-//! The cookie holds only the subject, display name, email and sign-in time. It never
-//! holds tokens, so a stolen cookie cannot be turned into provider access. Sessions
-//! expire after the configured time even if a client keeps the cookie longer.
+//! The cookie contains only a random session id, the subject, display name, email and
+//! sign-in time. It never contains tokens, so a stolen cookie cannot be turned into
+//! provider access. Sessions expire after the configured time even if a client keeps
+//! the cookie longer, and sign-out revokes the session id (see `revocation`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use poem::session::Session;
+use rand::RngCore;
 use serde::{Deserialize, Serialize};
+
+use super::revocation::RevokedSessions;
 
 const USER_KEY: &str = "user";
 
@@ -19,6 +23,8 @@ pub const EMAIL_MAX_BYTES: usize = 254;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedInUser {
+    /// Random id of this sign-in, 128 bits in hex. Sign-out revokes it.
+    pub sid: String,
     /// The provider's stable subject identifier (`sub`).
     pub sub: String,
     pub name: String,
@@ -44,6 +50,7 @@ impl SignedInUser {
             .find(|name| !name.is_empty())
             .unwrap_or_else(|| clean_display_name(sub));
         Self {
+            sid: new_session_id(),
             sub: sub.to_owned(),
             name,
             email: email
@@ -73,24 +80,51 @@ pub fn clean_display_name(raw: &str) -> String {
         .collect()
 }
 
-/// Returns the signed-in user, or `None` when there is none or the sign-in is older
-/// than `ttl`.
-pub fn current_user(session: &Session, ttl: Duration) -> Option<SignedInUser> {
-    let user: SignedInUser = session.get(USER_KEY)?;
-    let age = unix_now().saturating_sub(user.signed_in_at);
-    (age < ttl.as_secs()).then_some(user)
+/// Session rules shared by every handler: lifetime and the revoked session ids.
+pub struct Sessions {
+    pub ttl: Duration,
+    pub revoked: RevokedSessions,
 }
 
-/// Stores the user in a fresh session. Renewing at sign-in discards anything an
-/// attacker may have planted in the session before (session fixation).
-pub fn start(session: &Session, user: &SignedInUser) {
-    session.renew();
-    session.set(USER_KEY, user);
+impl Sessions {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            revoked: RevokedSessions::default(),
+        }
+    }
+
+    /// Returns the signed-in user, or `None` when there is none, the sign-in is older
+    /// than the lifetime, or the session was signed out.
+    pub fn current_user(&self, session: &Session) -> Option<SignedInUser> {
+        let user: SignedInUser = session.get(USER_KEY)?;
+        let age = unix_now().saturating_sub(user.signed_in_at);
+        let live = age < self.ttl.as_secs() && !self.revoked.is_revoked(&user.sid);
+        live.then_some(user)
+    }
+
+    /// Stores the user in a fresh session. Renewing at sign-in discards anything an
+    /// attacker may have planted in the session before (session fixation).
+    pub fn start(&self, session: &Session, user: &SignedInUser) {
+        session.renew();
+        session.set(USER_KEY, user);
+    }
+
+    /// Ends the session: removes its cookie and revokes its id, so a copy of the
+    /// cookie no longer signs anyone in.
+    pub fn end(&self, session: &Session, user: Option<&SignedInUser>) {
+        if let Some(user) = user {
+            self.revoked
+                .revoke(&user.sid, user.signed_in_at + self.ttl.as_secs());
+        }
+        session.purge();
+    }
 }
 
-/// Ends the session and removes its cookie.
-pub fn end(session: &Session) {
-    session.purge();
+fn new_session_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 pub fn unix_now() -> u64 {

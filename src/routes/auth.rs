@@ -21,7 +21,7 @@ use crate::{
         login_state,
         oidc::{LoginError, OidcLogin},
         redirect::safe_next,
-        session::{self, SignedInUser, current_user},
+        session::SignedInUser,
     },
 };
 
@@ -49,7 +49,7 @@ pub fn login(
     jar: &CookieJar,
 ) -> Response {
     let next = safe_next(query.next.as_deref());
-    if current_user(session, state.config.session_ttl).is_some() {
+    if state.sessions.current_user(session).is_some() {
         return Redirect::see_other(next).into_response();
     }
     match &state.login {
@@ -87,7 +87,7 @@ pub fn dev_login(
     }
     let next = safe_next(form.next.as_deref());
     match form.into_user() {
-        Ok(user) => sign_in(session, &user, state.login.provider(), &next),
+        Ok(user) => sign_in(&state, session, &user, state.login.provider(), &next),
         Err(error) => {
             activity::login_failed(error.reason, state.login.provider(), &error.detail);
             dev_login_page(StatusCode::BAD_REQUEST, &next, Some(&error.detail))
@@ -116,7 +116,7 @@ pub async fn callback(
         return error_page(StatusCode::NOT_FOUND, "Not found", message, true);
     };
     match complete_login(oidc, &state, &query, jar).await {
-        Ok((user, next)) => sign_in(session, &user, oidc.provider(), &next),
+        Ok((user, next)) => sign_in(&state, session, &user, oidc.provider(), &next),
         Err(error) => {
             activity::login_failed(error.reason, oidc.provider(), &error.detail);
             login_failed_page(error.reason)
@@ -173,15 +173,22 @@ fn provider_error(error: &str) -> LoginError {
 /// Signs out (GET or POST) and returns to the start page.
 #[handler]
 pub fn logout(state: Data<&Arc<AppState>>, session: &Session) -> Response {
-    if let Some(user) = current_user(session, state.config.session_ttl) {
-        activity::logout(&user);
+    let user = state.sessions.current_user(session);
+    if let Some(user) = &user {
+        activity::logout(user);
     }
-    session::end(session);
+    state.sessions.end(session, user.as_ref());
     Redirect::see_other("/").into_response()
 }
 
-fn sign_in(session: &Session, user: &SignedInUser, provider: &str, next: &str) -> Response {
-    session::start(session, user);
+fn sign_in(
+    state: &AppState,
+    session: &Session,
+    user: &SignedInUser,
+    provider: &str,
+    next: &str,
+) -> Response {
+    state.sessions.start(session, user);
     activity::login(user, provider);
     Redirect::see_other(next).into_response()
 }

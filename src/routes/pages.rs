@@ -12,7 +12,7 @@ use poem::{
     web::{Data, Redirect},
 };
 
-use crate::{activity, app::AppState, auth::session::current_user};
+use crate::{activity, app::AppState};
 
 #[derive(Template)]
 #[template(path = "index.html")]
@@ -38,7 +38,7 @@ struct ErrorPage<'a> {
 
 #[handler]
 pub fn index(state: Data<&Arc<AppState>>, session: &Session) -> Response {
-    let user = current_user(session, state.config.session_ttl);
+    let user = state.sessions.current_user(session);
     activity::page_view("/", user.as_ref());
     let page = IndexPage {
         dev_login: state.login.is_development(),
@@ -49,7 +49,7 @@ pub fn index(state: Data<&Arc<AppState>>, session: &Session) -> Response {
 
 #[handler]
 pub fn nixtla(state: Data<&Arc<AppState>>, session: &Session) -> Response {
-    let Some(user) = current_user(session, state.config.session_ttl) else {
+    let Some(user) = state.sessions.current_user(session) else {
         return Redirect::see_other("/login?next=/nixtla").into_response();
     };
     activity::page_view("/nixtla", Some(&user));

@@ -1,6 +1,7 @@
 //! Test helpers: start the real `nixtla` binary on a free port and read its log.
 #![allow(dead_code)]
 
+pub mod hostile_provider;
 pub mod oidc;
 
 use std::{
