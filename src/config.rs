@@ -94,7 +94,8 @@ pub struct ServeArgs {
     /// How long a sign-in lasts, in minutes.
     #[arg(long, env = "SESSION_TTL_MINUTES", default_value_t = 720)]
     pub session_ttl_minutes: u64,
-    /// Time allowed to finish in-flight requests and flush logs on shutdown, in seconds.
+    /// Time allowed to finish in-flight requests on shutdown, in seconds. Flushing logs
+    /// to Loki afterwards has its own limit, `LOKI_SHUTDOWN_TIMEOUT_MS`.
     #[arg(long, env = "NIXTLA_SHUTDOWN_TIMEOUT_SECS", default_value_t = 5)]
     pub shutdown_timeout_secs: u64,
     #[command(flatten)]

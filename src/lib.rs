@@ -12,6 +12,7 @@ pub mod auth;
 pub mod config;
 pub mod healthcheck;
 pub mod http_metrics;
+pub mod loki;
 pub mod routes;
 pub mod secret;
 pub mod server;

@@ -21,19 +21,17 @@ use crate::{
 /// flushes the logs, each within the shutdown timeout.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.validate().context("invalid configuration")?;
-    let telemetry = Arc::new(telemetry::init(&args.telemetry)?);
-    let result = run(config.clone(), telemetry.clone()).await;
+    let telemetry = telemetry::init(&args.telemetry)?;
+    let result = run(config, telemetry.clone()).await;
     if let Err(error) = &result {
         tracing::error!(error = format!("{error:#}"), "service failed");
     }
-    match Arc::try_unwrap(telemetry) {
-        Ok(telemetry) => telemetry.shutdown(config.shutdown_timeout).await,
-        Err(_) => eprintln!("nixtla: logs were not flushed: telemetry still in use"),
-    }
+    let flush_deadline = telemetry.shutdown_timeout();
+    telemetry.shutdown(flush_deadline).await;
     result
 }
 
-async fn run(config: AppConfig, telemetry: Arc<Telemetry>) -> anyhow::Result<()> {
+async fn run(config: AppConfig, telemetry: Telemetry) -> anyhow::Result<()> {
     let login = login_backend(&config).await?;
     let cookie_key = match &config.session_key {
         Some(key) => CookieKey::derive_from(key.expose().as_bytes()),

@@ -34,7 +34,7 @@ pub struct AppState {
     /// Key for both encrypted cookies (session and login state).
     pub cookie_key: CookieKey,
     pub sessions: Sessions,
-    pub telemetry: Arc<Telemetry>,
+    pub telemetry: Telemetry,
     pub http_metrics: HttpMetrics,
 }
 
