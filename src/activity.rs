@@ -109,7 +109,8 @@ pub fn logout(user: &SignedInUser) {
 /// Records one finished HTTP request. `route` is the route template, never the raw
 /// URL, so neither query strings nor ids end up in the log.
 pub fn http_request(method: &str, route: &str, status: u16, latency: Duration) {
-    let latency_ms = latency.as_secs_f64() * 1000.0;
+    // Whole microseconds, so the value prints as 0.696 rather than 0.6960459999999999.
+    let latency_ms = latency.as_micros() as f64 / 1000.0;
     tracing::info!(
         target: TARGET,
         event = "http_request",
