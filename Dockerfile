@@ -25,7 +25,7 @@ RUN apt-get update \
 COPY --from=builder /out/nixtla /usr/local/bin/nixtla
 USER 10001:10001
 ENV NIXTLA_LISTEN=0.0.0.0:7000 \
-    NIXTLA_LOG_FORMAT=json
+    LOG_FORMAT=json
 EXPOSE 7000
 # The image has no curl: the binary checks its own /healthz.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
