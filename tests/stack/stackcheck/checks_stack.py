@@ -133,7 +133,19 @@ def check_compose_services(ctx: Context) -> list[str]:
     for name, service in apps.items():
         if "7000" not in {str(port.get("published")) for port in service.get("ports", [])}:
             problems.append(f"service {name}: the app must be published on host port 7000")
+    known = app_env_vars(ctx)
+    for name, service in app_services(everything).items():
+        for key in sorted(set(service.get("environment", {})) - known):
+            problems.append(f"service {name}: the app reads no environment variable {key}")
     return problems
+
+
+def app_env_vars(ctx: Context) -> set[str]:
+    """Return the environment variables the app reads: every clap `env = "..."` plus RUST_LOG."""
+    names = {"RUST_LOG"}
+    for path in ctx.src.rglob("*.rs"):
+        names.update(re.findall(r'\benv\s*=\s*"([A-Z0-9_]+)"', path.read_text()))
+    return names
 
 
 def _docker_instructions(path: Path) -> list[tuple[str, str]]:

@@ -103,6 +103,8 @@ MUTATIONS = [
     Mutation("Grafana starts before Loki is healthy", "compose-services", "healthy",
              replace("compose.yaml", "    depends_on:\n      loki:\n        condition: service_healthy\n      prometheus:",
                      "    depends_on:\n      loki:\n        condition: service_started\n      prometheus:")),
+    Mutation("app variable the binary ignores", "compose-services", "reads no environment variable",
+             replace("compose.yaml", "  LOG_FORMAT: json\n", "  NIXTLA_LOG_FORMAT: json\n")),
     Mutation("config flag misses mount", "mounted-configs", "not a mount",
              replace("compose.yaml", "-config.file=/etc/promtail/config.yaml", "-config.file=/etc/promtail/other.yaml")),
     Mutation("Prometheus scrapes a missing service", "prometheus-targets", "names no app service",
