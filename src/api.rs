@@ -10,8 +10,8 @@ use crate::{app::AppState, auth::session::SignedInUser};
 
 pub struct MeApi;
 
-/// The encrypted session cookie set at sign-in. Its name must match
-/// `app::SESSION_COOKIE`.
+// The name must match `app::SESSION_COOKIE`.
+/// The encrypted session cookie set at sign-in.
 #[derive(SecurityScheme)]
 #[oai(
     ty = "api_key",

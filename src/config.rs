@@ -38,9 +38,13 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct HealthcheckArgs {
-    /// URL of the health endpoint to request.
-    #[arg(long, default_value = "http://127.0.0.1:7000/healthz")]
-    pub url: Url,
+    /// URL of the health endpoint to request. Default: `/healthz` on the port of
+    /// `NIXTLA_LISTEN`, on 127.0.0.1.
+    #[arg(long)]
+    pub url: Option<Url>,
+    /// The service's listen address, used to build the default URL.
+    #[arg(long, env = "NIXTLA_LISTEN", default_value = "127.0.0.1:7000")]
+    pub listen: SocketAddr,
     /// Time limit for the request, in seconds.
     #[arg(long, default_value_t = 3)]
     pub timeout_secs: u64,
@@ -254,6 +258,21 @@ fn read_secret(
         (None, None) => return Ok(None),
     };
     Ok((!text.is_empty()).then(|| Secret::new(text)))
+}
+
+impl HealthcheckArgs {
+    /// Returns the URL to request: `--url`, else `/healthz` on the listen port. A
+    /// wildcard listen address (`0.0.0.0`, `::`) is reached through loopback.
+    pub fn target(&self) -> Url {
+        if let Some(url) = &self.url {
+            return url.clone();
+        }
+        let mut addr = self.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        Url::parse(&format!("http://{addr}/healthz")).expect("a socket address forms a URL")
+    }
 }
 
 impl AppConfig {

@@ -13,13 +13,14 @@ pub async fn run(args: HealthcheckArgs) -> anyhow::Result<()> {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .context("failed to build the HTTP client")?;
+    let url = args.target();
     let response = client
-        .get(args.url.clone())
+        .get(url.clone())
         .send()
         .await
-        .with_context(|| format!("health request to {} failed", args.url))?;
+        .with_context(|| format!("health request to {url} failed"))?;
     if !response.status().is_success() {
-        bail!("{} returned {}", args.url, response.status());
+        bail!("{url} returned {}", response.status());
     }
     Ok(())
 }

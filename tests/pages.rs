@@ -55,6 +55,10 @@ async fn openapi_spec_and_explorer_are_served() {
         .await
         .unwrap();
     assert!(spec["paths"]["/me"]["get"].is_object(), "{spec}");
+    assert_eq!(
+        spec["servers"][0]["url"], "/api",
+        "explorer must follow the host it is on"
+    );
     let scheme = &spec["components"]["securitySchemes"]["SessionCookie"];
     assert_eq!(scheme["in"], "cookie");
     assert_eq!(scheme["name"], "nixtla_session");
@@ -91,6 +95,13 @@ async fn health_and_metrics_respond() {
         ),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn favicon_request_is_not_an_error() {
+    let app = TestApp::spawn_dev().await;
+    let response = reqwest::get(app.url("/favicon.ico")).await.unwrap();
+    assert_eq!(response.status(), 204);
 }
 
 #[tokio::test]

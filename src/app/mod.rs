@@ -41,8 +41,9 @@ pub struct AppState {
 /// Builds the whole application: pages, sign-in, the JSON API with its explorer,
 /// health and metrics, wrapped in the request log, security headers and sessions.
 pub fn build(state: Arc<AppState>) -> impl Endpoint + 'static {
-    let api = OpenApiService::new(MeApi, "nixtla", env!("CARGO_PKG_VERSION"))
-        .server(format!("{}api", state.config.public_url));
+    // A relative server URL keeps "Try it out" working whatever host and port the
+    // explorer was opened on.
+    let api = OpenApiService::new(MeApi, "nixtla", env!("CARGO_PKG_VERSION")).server("/api");
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
     let session = CookieSession::new(session_cookie_config(&state));
@@ -61,6 +62,7 @@ pub fn build(state: Arc<AppState>) -> impl Endpoint + 'static {
         .at("/healthz", get(routes::health::healthz))
         .at("/readyz", get(routes::health::readyz))
         .at("/metrics", get(routes::health::metrics))
+        .at("/favicon.ico", get(routes::pages::favicon))
         .nest("/api", api)
         .nest("/docs", docs)
         .at("/openapi.json", spec)

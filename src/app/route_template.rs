@@ -4,7 +4,7 @@
 
 /// Returns the route template for `path`. Query strings are never part of it.
 pub fn route_template(path: &str) -> &'static str {
-    const EXACT: [&str; 11] = [
+    const EXACT: [&str; 12] = [
         "/",
         "/nixtla",
         "/login",
@@ -13,6 +13,7 @@ pub fn route_template(path: &str) -> &'static str {
         "/healthz",
         "/readyz",
         "/metrics",
+        "/favicon.ico",
         "/api/me",
         "/openapi.json",
         "/docs",

@@ -22,6 +22,8 @@ pub enum Auth {
 pub enum ConfigError {
     #[error("invalid LOKI_URL {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
+    #[error("LOKI_LABELS may not set {0}: the dashboards select on its fixed value")]
+    FixedLabel(&'static str),
     #[error("invalid stream labels: {0}")]
     Labels(#[from] LabelError),
     #[error("{0} and {1} are both set: set only one of them")]
@@ -82,8 +84,9 @@ pub struct LokiArgs {
     #[arg(long = "loki-bearer-token-file", env = "LOKI_BEARER_TOKEN_FILE")]
     pub bearer_token_file: Option<PathBuf>,
 
-    /// Extra static stream labels as name=value pairs separated by commas;
-    /// they may replace the defaults. Never put per-user or per-request values here.
+    /// Extra static stream labels as name=value pairs separated by commas. They may
+    /// replace `env` but not `service_name`, which the dashboards select on. Never put
+    /// per-user or per-request values here.
     #[arg(long = "loki-labels", env = "LOKI_LABELS", default_value = "")]
     pub labels: String,
 
@@ -132,12 +135,19 @@ impl LokiArgs {
     /// Builds a shipper configuration, or returns `None` when no URL is set.
     ///
     /// `default_labels` are applied first, so `LOKI_LABELS` can replace them.
+    /// Fails on invalid labels even when `LOKI_URL` is unset, so a typo shows at once
+    /// rather than on the day shipping is turned on.
     pub fn to_builder(&self, default_labels: &Labels) -> Result<Option<LokiBuilder>, ConfigError> {
+        let mut extra = Labels::new();
+        extra.extend_from_list(&self.labels)?;
+        if extra.iter().any(|(name, _)| name == "service_name") {
+            return Err(ConfigError::FixedLabel("service_name"));
+        }
+        let mut labels = default_labels.clone();
+        labels.extend_from_list(&self.labels)?;
         let Some(url) = self.url.as_deref().filter(|url| !url.trim().is_empty()) else {
             return Ok(None);
         };
-        let mut labels = default_labels.clone();
-        labels.extend_from_list(&self.labels)?;
 
         let mut builder = LokiBuilder::new(url)?
             .labels(labels)
@@ -300,5 +310,24 @@ mod tests {
         custom.labels = "env=prod,team=web".into();
         let builder = custom.to_builder(&defaults).unwrap().unwrap();
         assert_eq!(builder.stream_selector(), r#"{env="prod", team="web"}"#);
+    }
+
+    #[test]
+    fn labels_may_not_replace_service_name() {
+        let mut custom = args("http://127.0.0.1:1");
+        custom.labels = "service_name=other".into();
+        let error = custom.to_builder(&Labels::new()).unwrap_err();
+        assert!(
+            error.to_string().contains("may not set service_name"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn invalid_labels_fail_without_url() {
+        let mut custom = args("");
+        custom.url = None;
+        custom.labels = "team".into();
+        assert!(custom.to_builder(&Labels::new()).is_err());
     }
 }

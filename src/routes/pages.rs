@@ -60,6 +60,13 @@ pub fn nixtla(state: Data<&Arc<AppState>>, session: &Session) -> Response {
     render(StatusCode::OK, &page)
 }
 
+/// Answers browsers' automatic favicon request with no content, so it does not show
+/// up as a 404 in the request log and the error-rate panels.
+#[handler]
+pub fn favicon() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
 /// Replaces poem's empty 404 with an error page.
 pub async fn not_found(_: NotFoundError) -> Response {
     error_page(
