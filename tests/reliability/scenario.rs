@@ -103,6 +103,44 @@ impl Mode {
         }
     }
 
+    /// Returns the mode's name in `NIXTLA_RELIABILITY_MODES`.
+    pub fn id(self) -> &'static str {
+        match self {
+            Mode::NoFault => "no-fault",
+            Mode::DownAtStart => "down-at-start",
+            Mode::DownMidRun => "down-mid-run",
+            Mode::Flapping => "flapping",
+            Mode::Hanging => "hanging",
+            Mode::Slow => "slow",
+            Mode::SlowPastTimeout => "slow-past-timeout",
+            Mode::RateLimitBursts => "rate-limit-bursts",
+            Mode::ServerErrors => "server-errors",
+            Mode::PartialRejects => "partial-rejects",
+            Mode::TooLarge => "too-large",
+            Mode::ConnectionResets => "connection-resets",
+        }
+    }
+
+    /// Returns the modes listed in `NIXTLA_RELIABILITY_MODES` (comma-separated
+    /// ids), or every mode when it is unset.
+    pub fn selected() -> Vec<Mode> {
+        let Ok(list) = std::env::var("NIXTLA_RELIABILITY_MODES") else {
+            return Mode::ALL.to_vec();
+        };
+        list.split(',')
+            .map(|id| {
+                let id = id.trim();
+                Mode::ALL
+                    .into_iter()
+                    .find(|mode| mode.id() == id)
+                    .unwrap_or_else(|| {
+                        let ids: Vec<&str> = Mode::ALL.iter().map(|m| m.id()).collect();
+                        panic!("invalid mode {id:?} in NIXTLA_RELIABILITY_MODES: expected one of {ids:?}")
+                    })
+            })
+            .collect()
+    }
+
     /// Whether a push can time out after the receiver stored it, which is
     /// the only way an entry can reach Loki twice.
     pub fn may_duplicate(self) -> bool {
@@ -194,6 +232,8 @@ pub struct Outcome {
     pub push_statuses: BTreeMap<String, u64>,
     /// `nixtla_loki_retries_total` read just before SIGTERM.
     pub retries: u64,
+    /// `login_failed` events on stdout, by reason and detail.
+    pub login_failures: BTreeMap<String, u64>,
     /// Peak resident set size of the app (`VmHWM`), in KiB.
     pub peak_rss_kib: u64,
     pub shutdown_time: Duration,
@@ -247,6 +287,7 @@ pub async fn run_mode(mode: Mode, settings: Settings) -> Outcome {
         duplicates: sum_field(&requests, "duplicates"),
         push_statuses: count_statuses(&requests),
         retries,
+        login_failures: count_login_failures(&lines),
         peak_rss_kib,
         shutdown_time,
         exit_code,
@@ -439,6 +480,20 @@ pub fn count_shipped_lines(lines: &[String]) -> u64 {
     shipped.count() as u64
 }
 
+fn count_login_failures(lines: &[String]) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for line in lines {
+        let Ok(event) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        if event["event"] == "login_failed" {
+            let key = format!("{}: {}", event["reason"], event["detail"]);
+            *counts.entry(key).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
 fn sum_field(requests: &[Value], field: &str) -> u64 {
     requests
         .iter()
@@ -466,8 +521,8 @@ impl Outcome {
         let mode = self.mode.name();
         assert_eq!(
             self.load.failed, 0,
-            "{mode}: failed requests, for example {:?}",
-            self.load.failure_samples
+            "{mode}: failed requests, for example {:?}; sign-in failures logged: {:?}",
+            self.load.failure_samples, self.login_failures
         );
         assert!(self.load.requests > 0, "{mode}: the load sent no request");
         assert_eq!(
