@@ -94,6 +94,41 @@ async fn shutdown_cuts_a_hung_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_cuts_a_long_backoff() {
+    let receiver = Receiver::start(&[]);
+    receiver
+        .fault(json!({"mode": "status", "status": 503, "count": 1}))
+        .await;
+    // Backoffs are drawn from 0 to 60 s, far past the shutdown deadline, and
+    // the retry time is long enough for any of them.
+    let builder = fast_builder(&receiver.url)
+        .backoff(Duration::from_secs(60), Duration::from_secs(60))
+        .max_retry_duration(Duration::from_secs(600));
+    let shipper = Shipper::install(builder);
+
+    for index in 0..10 {
+        tracing::info!(index, "retried at shutdown");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shipper.snapshot().retries == 0 {
+        assert!(Instant::now() < deadline, "the shipper never backed off");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = Instant::now();
+    let report = shipper.handle.shutdown(Duration::from_secs(2)).await;
+
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "waited out the backoff"
+    );
+    assert!(report.finished);
+    assert_eq!(report.delivered, 10);
+    assert_eq!(report.lost, 0);
+    assert_eq!(receiver.statuses().await, vec![503, 204]);
+    assert_identity(&report.metrics);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_after_shutdown_are_counted() {
     let receiver = Receiver::start(&[]);
     let shipper = Shipper::install(fast_builder(&receiver.url));
