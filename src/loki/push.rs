@@ -15,6 +15,10 @@
 //!
 //! A request whose response never arrives in time may have been stored, so
 //! a retry after a timeout can deliver a batch twice.
+//!
+//! When shutdown starts during a backoff, or has started before a batch's
+//! first backoff, the batch is retried at once. Later backoffs end at the
+//! shutdown deadline at the latest.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -159,6 +163,7 @@ impl Pusher {
     ) -> Settled {
         let first_attempt = Instant::now();
         let mut retry = 0;
+        let mut shutdown_retry_done = false;
         loop {
             if deadline_passed(deadline) {
                 return self.drop_at_shutdown(&batch);
@@ -185,9 +190,18 @@ impl Pusher {
             }
             self.warn_retry(&batch, &failure, delay);
             self.shared.metrics.retried();
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                () = wait_for_deadline(deadline) => return self.drop_at_shutdown(&batch),
+            // A backoff can last far longer than the shutdown deadline, so the
+            // start of shutdown ends it with an immediate retry, once per batch.
+            if shutdown_retry_done {
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = wait_for_deadline(deadline) => return self.drop_at_shutdown(&batch),
+                }
+            } else {
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = wait_for_shutdown_start(deadline.clone()) => shutdown_retry_done = true,
+                }
             }
             retry += 1;
         }
@@ -383,6 +397,14 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 
 fn deadline_passed(deadline: &watch::Receiver<Option<Instant>>) -> bool {
     deadline.borrow().is_some_and(|at| Instant::now() >= at)
+}
+
+/// Completes as soon as a shutdown deadline is set.
+async fn wait_for_shutdown_start(mut deadline: watch::Receiver<Option<Instant>>) {
+    if deadline.wait_for(Option::is_some).await.is_err() {
+        // The handle is gone, so no deadline can be set any more.
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Completes once a shutdown deadline is set and has passed.

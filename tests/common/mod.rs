@@ -146,6 +146,17 @@ impl TestApp {
         }
     }
 
+    /// Returns the process id of the running binary.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGKILL and waits for the process to exit.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("send SIGKILL to nixtla");
+        self.child.wait().expect("wait for the killed nixtla");
+    }
+
     /// Sends SIGTERM and waits for the process to exit; returns its exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         let pid = self.child.id().to_string();

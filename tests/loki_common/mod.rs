@@ -110,6 +110,12 @@ impl Receiver {
         body["requests"].as_array().expect("requests array").clone()
     }
 
+    /// Returns how many pushes the receiver is reading or processing now.
+    pub async fn in_flight(&self) -> u64 {
+        let body = self.get("/control/requests").await;
+        body["in_flight"].as_u64().expect("in_flight count")
+    }
+
     /// Returns the statuses of every push, in order.
     pub async fn statuses(&self) -> Vec<u64> {
         let requests = self.requests().await;

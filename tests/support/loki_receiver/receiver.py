@@ -18,7 +18,8 @@ Endpoints:
   `status` (null when no response was sent), `body_bytes`, `content_type`,
   `content_encoding`, `tenant`, `auth` (`basic`, `bearer` or null), `entries`
   (decoded), `accepted`, `rejected`, `duplicates`, `error` (the response
-  text), `fault` and `received_at_ns`.
+  text), `fault` and `received_at_ns`. The top-level `in_flight` is the
+  number of pushes being read or processed right now, hung ones included.
 - `POST /control/fault`: `{"mode": "none"|"status"|"hang"|"slow"|"refuse"|
   "partial", "status": 429, "count": 5, "delay_ms": 2000, "reject_every": 2}`.
   The fault applies to the next `count` pushes, or to every push until the
@@ -84,6 +85,19 @@ class Receiver:
         self.fault = Fault()
         self._requests_lock = threading.Lock()
         self._requests = []
+        self._in_flight = 0
+
+    def push_started(self):
+        with self._requests_lock:
+            self._in_flight += 1
+
+    def push_finished(self):
+        with self._requests_lock:
+            self._in_flight -= 1
+
+    def in_flight(self):
+        with self._requests_lock:
+            return self._in_flight
 
     def record(self, record):
         with self._requests_lock:
@@ -122,7 +136,11 @@ class Handler(BaseHTTPRequestHandler):
                 200, {"streams": self.receiver.store.snapshot()}
             ),
             "/control/requests": lambda: self.send_json(
-                200, {"requests": self.receiver.requests()}
+                200,
+                {
+                    "requests": self.receiver.requests(),
+                    "in_flight": self.receiver.in_flight(),
+                },
             ),
         }
         self.dispatch(routes)
@@ -167,6 +185,13 @@ class Handler(BaseHTTPRequestHandler):
     # --- push ---
 
     def handle_push(self):
+        self.receiver.push_started()
+        try:
+            self.serve_push()
+        finally:
+            self.receiver.push_finished()
+
+    def serve_push(self):
         plan, release = self.receiver.fault.take()
         record = self.new_push_record(plan)
         if plan["mode"] == "refuse":

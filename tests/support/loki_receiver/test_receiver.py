@@ -727,6 +727,30 @@ class FaultTests(ReceiverTestCase):
             outcome.get("error"), (http.client.RemoteDisconnected, ConnectionError)
         )
 
+    def test_in_flight_counts_hung_pushes(self):
+        self.assertEqual(0, self.receiver.control("/control/requests")["in_flight"])
+        self.receiver.control("/control/fault", {"mode": "hang"})
+        thread = threading.Thread(target=self.push_ignoring_errors)
+        thread.start()
+        deadline = time.monotonic() + 5
+        while self.receiver.control("/control/requests")["in_flight"] != 1:
+            self.assertLess(time.monotonic(), deadline, "the hung push was never counted")
+            time.sleep(0.02)
+        self.receiver.reset()
+        thread.join(timeout=5)
+        deadline = time.monotonic() + 5
+        while self.receiver.control("/control/requests")["in_flight"] != 0:
+            self.assertLess(time.monotonic(), deadline, "the released push is still counted")
+            time.sleep(0.02)
+        self.assertPush(204, self.receiver.push(self.body("after")))
+        self.assertEqual(0, self.receiver.control("/control/requests")["in_flight"])
+
+    def push_ignoring_errors(self):
+        try:
+            self.receiver.push(self.body(), timeout=10)
+        except (http.client.HTTPException, OSError):
+            pass
+
     def test_slow_fault_stores_before_answering(self):
         self.receiver.control("/control/fault", {"mode": "slow", "delay_ms": 800, "count": 1})
         result = {}

@@ -145,8 +145,101 @@ function generateSigningKey() {
   return { ...jwk, kid: randomBytes(8).toString('hex'), alg: SIGNING_ALG, use: 'sig' };
 }
 
+// Storage for the provider's sessions, grants, codes and tokens. oidc-provider 8.8's
+// built-in memory adapter is a QuickLRU of maxSize 1000 (1000 to 2000 objects), so a few
+// hundred sign-ins in a row evict grants and codes still in use, and the token endpoint
+// then returns invalid_grant. This adapter keeps every object until it expires.
+const storedObjects = new Map();
+const SWEEP_EVERY_UPSERTS = 1000;
+let upsertsSinceSweep = 0;
+
+class UnboundedMemoryAdapter {
+  constructor(model) {
+    this.model = model;
+  }
+
+  key(id) {
+    return `${this.model}:${id}`;
+  }
+
+  async upsert(id, payload, expiresIn) {
+    const expiresAt = expiresIn ? Date.now() + expiresIn * 1000 : Infinity;
+    storedObjects.set(this.key(id), { payload, expiresAt });
+    if (payload.grantId) {
+      storedObjects.set(`grant-index:${payload.grantId}:${this.key(id)}`, { expiresAt });
+    }
+    if (payload.uid) {
+      storedObjects.set(`uid-index:${this.model}:${payload.uid}`, { id, expiresAt });
+    }
+    if (payload.userCode) {
+      storedObjects.set(`user-code-index:${this.model}:${payload.userCode}`, { id, expiresAt });
+    }
+    upsertsSinceSweep += 1;
+    if (upsertsSinceSweep >= SWEEP_EVERY_UPSERTS) {
+      upsertsSinceSweep = 0;
+      sweepExpired();
+    }
+  }
+
+  async find(id) {
+    const stored = liveObject(this.key(id));
+    return stored?.payload;
+  }
+
+  async findByUid(uid) {
+    const index = liveObject(`uid-index:${this.model}:${uid}`);
+    return index ? this.find(index.id) : undefined;
+  }
+
+  async findByUserCode(userCode) {
+    const index = liveObject(`user-code-index:${this.model}:${userCode}`);
+    return index ? this.find(index.id) : undefined;
+  }
+
+  async consume(id) {
+    const stored = liveObject(this.key(id));
+    if (stored) {
+      stored.payload.consumed = Math.floor(Date.now() / 1000);
+    }
+  }
+
+  async destroy(id) {
+    storedObjects.delete(this.key(id));
+  }
+
+  async revokeByGrantId(grantId) {
+    const prefix = `grant-index:${grantId}:`;
+    for (const key of [...storedObjects.keys()]) {
+      if (key.startsWith(prefix)) {
+        storedObjects.delete(key);
+        storedObjects.delete(key.slice(prefix.length));
+      }
+    }
+  }
+}
+
+// Returns the stored object under `key`, deleting it instead when it has expired.
+function liveObject(key) {
+  const stored = storedObjects.get(key);
+  if (stored && stored.expiresAt <= Date.now()) {
+    storedObjects.delete(key);
+    return undefined;
+  }
+  return stored;
+}
+
+function sweepExpired() {
+  const now = Date.now();
+  for (const [key, stored] of storedObjects) {
+    if (stored.expiresAt <= now) {
+      storedObjects.delete(key);
+    }
+  }
+}
+
 function buildConfiguration({ redirectUris, signingKey, state }) {
   return {
+    adapter: UnboundedMemoryAdapter,
     clients: [
       {
         client_id: CLIENT_ID,

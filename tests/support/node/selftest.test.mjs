@@ -112,6 +112,19 @@ describe('oidc-provider.mjs', () => {
     assert.ok(payload.exp > Date.now() / 1000, 'ID token already expired');
   });
 
+  test('code survives 600 later sign-ins', async () => {
+    // oidc-provider's own memory adapter is a QuickLRU of maxSize 1000, which keeps 1000
+    // to 2000 objects, and every sign-in stores an interaction, a session, a grant and a code.
+    const { verifier, challenge } = pkcePair();
+    const first = await authorize({ challenge });
+    const code = first.searchParams.get('code');
+    for (let batch = 0; batch < 50; batch += 1) {
+      await Promise.all(Array.from({ length: 12 }, () => authorize({ challenge })));
+    }
+    const token = await exchangeCode(issuer, { code, redirectUri: REDIRECT_URI, verifier });
+    assert.equal(token.status, 200, JSON.stringify(token.body));
+  });
+
   test('client_secret_post is accepted', async () => {
     const tokens = await signIn({ auth: 'post' });
     const { payload } = await jwtVerify(tokens.id_token, jwks, { issuer, audience: CLIENT_ID });
