@@ -60,3 +60,15 @@ fi
 
 echo "==> cargo test"
 cargo test --all-targets "$@"
+
+echo "==> Fuzz targets, ${NIXTLA_FUZZ_SECONDS:=5} s each"
+# cargo-fuzz passes -Z flags to rustc (sanitizer and coverage instrumentation),
+# which a stable toolchain accepts only with RUSTC_BOOTSTRAP=1.
+export RUSTC_BOOTSTRAP=1
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked --version 0.13.2
+fi
+# The independent decoders the targets compare against have their own unit
+# tests. They share this project's target directory to reuse its builds.
+CARGO_TARGET_DIR="$root/target" cargo test --manifest-path fuzz/Cargo.toml --lib
+fuzz/run.sh "$NIXTLA_FUZZ_SECONDS"

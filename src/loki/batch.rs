@@ -172,16 +172,12 @@ impl Batcher {
     }
 
     fn next_timestamp(&mut self, labels: &Arc<str>, timestamp_ns: i64) -> i64 {
-        let last = self
-            .last_timestamp_ns
-            .entry(Arc::clone(labels))
-            .or_insert(i64::MIN);
-        let next = if timestamp_ns > *last {
-            timestamp_ns
-        } else {
-            last.saturating_add(1)
+        // The first entry of a stream keeps its timestamp, i64::MIN included.
+        let next = match self.last_timestamp_ns.get(labels) {
+            Some(&last) if timestamp_ns <= last => last.saturating_add(1),
+            _ => timestamp_ns,
         };
-        *last = next;
+        self.last_timestamp_ns.insert(Arc::clone(labels), next);
         next
     }
 }
@@ -217,6 +213,17 @@ mod tests {
         let batch = batcher.take().unwrap();
         let expected: Vec<i64> = (1_000..1_021).collect();
         assert_eq!(timestamps(&batch), expected);
+    }
+
+    #[test]
+    fn first_entry_keeps_minimum_timestamp() {
+        let stream: Arc<str> = Arc::from("{a=\"b\"}");
+        let mut batcher = Batcher::new(1 << 20, Duration::from_secs(1));
+        let now = Instant::now();
+        batcher.push(&stream, entry(i64::MIN, "first"), now);
+        batcher.push(&stream, entry(i64::MIN, "second"), now);
+        let expected = vec![i64::MIN, i64::MIN + 1];
+        assert_eq!(timestamps(&batcher.take().unwrap()), expected);
     }
 
     #[test]

@@ -124,6 +124,9 @@ class ControlState {
     this.accounts = new Map();
     this.nextError = null;
     this.nextIdTokenOverride = null;
+    // The last token response and the code and PKCE verifier it was issued for, so tests
+    // can check that none of them shows up in the app's logs.
+    this.lastTokens = null;
   }
 
   takeNextError() {
@@ -481,6 +484,10 @@ function validateIdTokenOverride(body) {
 }
 
 async function handleControl(state, req, res, pathname) {
+  if (pathname === '/control/last-tokens') {
+    sendLastTokens(state, req, res);
+    return;
+  }
   if (req.method !== 'POST') {
     throw new RequestError(405, `method ${req.method} not allowed on ${pathname}: use POST`);
   }
@@ -506,6 +513,17 @@ async function handleControl(state, req, res, pathname) {
       throw new RequestError(404, `unknown control endpoint ${pathname}`);
   }
   res.writeHead(204).end();
+}
+
+function sendLastTokens(state, req, res) {
+  if (req.method !== 'GET') {
+    throw new RequestError(405, `method ${req.method} not allowed on /control/last-tokens: use GET`);
+  }
+  if (state.lastTokens === null) {
+    throw new RequestError(404, 'no tokens issued since the start or the last reset');
+  }
+  res.writeHead(200, { 'content-type': 'application/json' });
+  res.end(`${JSON.stringify(state.lastTokens)}\n`);
 }
 
 function sendRequestError(res, error) {
@@ -582,6 +600,21 @@ function createRequestHandler(provider, state) {
   };
 }
 
+// Keeps the values of the last successful token request: the code, the PKCE verifier and
+// the tokens in the response body, which oidc-provider has set when it emits grant.success.
+function recordIssuedTokens(provider, state) {
+  provider.on('grant.success', (ctx) => {
+    const { code, code_verifier: codeVerifier } = ctx.oidc.params;
+    const { access_token: accessToken, id_token: idToken } = ctx.body;
+    state.lastTokens = {
+      code,
+      code_verifier: codeVerifier,
+      access_token: accessToken,
+      id_token: idToken,
+    };
+  });
+}
+
 function logProviderEvents(provider) {
   for (const event of ['server_error', 'authorization.error', 'grant.error', 'userinfo.error']) {
     provider.on(event, (ctx, error) => {
@@ -609,6 +642,7 @@ async function main() {
   const provider = new Provider(issuer, buildConfiguration({ redirectUris, signingKey, state }));
   installIdTokenOverride(provider, signingKey, state);
   logProviderEvents(provider);
+  recordIssuedTokens(provider, state);
   handler = createRequestHandler(provider, state);
 
   log('started', {

@@ -307,6 +307,27 @@ describe('oidc-provider.mjs', () => {
     assert.equal(decodeJwt(tokens.id_token).sub, 'u-1');
   });
 
+  test('last-tokens returns last token response', async () => {
+    const before = await fetch(`${issuer}/control/last-tokens`);
+    assert.equal(before.status, 404);
+    const { verifier, challenge } = pkcePair();
+    const callback = await authorize({ challenge });
+    const code = callback.searchParams.get('code');
+    const token = await exchangeCode(issuer, { code, redirectUri: REDIRECT_URI, verifier });
+    assert.equal(token.status, 200, JSON.stringify(token.body));
+    const response = await fetch(`${issuer}/control/last-tokens`);
+    assert.equal(response.status, 200);
+    assert.deepEqual(await response.json(), {
+      code,
+      code_verifier: verifier,
+      access_token: token.body.access_token,
+      id_token: token.body.id_token,
+    });
+    await postJson(`${issuer}/control/reset`, {});
+    const afterReset = await fetch(`${issuer}/control/last-tokens`);
+    assert.equal(afterReset.status, 404);
+  });
+
   test('stdout has only the listening line', async () => {
     await signIn();
     assert.deepEqual(provider.stdoutLines, [`listening ${issuer}`]);

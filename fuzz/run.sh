@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for SECONDS each (default 5) and prints one summary
+# line per target. Exits non-zero on the first target that finds a failure;
+# libFuzzer then leaves the failing input under fuzz/artifacts/TARGET/.
+#
+# Usage: fuzz/run.sh [SECONDS] [TARGET...]
+# The corpus grows in fuzz/corpus/TARGET (not committed); the committed seeds
+# in fuzz/seeds/TARGET and the dictionary fuzz/dicts/TARGET.dict are read when
+# they exist.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-5}
+shift || true
+# cargo-fuzz passes -Z flags to rustc, which a stable toolchain accepts only
+# with RUSTC_BOOTSTRAP=1.
+export RUSTC_BOOTSTRAP=1
+
+targets=("$@")
+if [[ ${#targets[@]} -eq 0 ]]; then
+    mapfile -t targets < <(cargo fuzz list)
+fi
+cargo fuzz build
+
+mkdir -p target/fuzz-logs
+for target in "${targets[@]}"; do
+    corpus=(fuzz/corpus/"$target")
+    mkdir -p "${corpus[0]}"
+    [[ -d fuzz/seeds/$target ]] && corpus+=(fuzz/seeds/"$target")
+    options=(-max_total_time="$seconds" -print_final_stats=1)
+    [[ -f fuzz/dicts/$target.dict ]] && options+=(-dict="fuzz/dicts/$target.dict")
+    log=target/fuzz-logs/$target.log
+    if ! cargo fuzz run "$target" "${corpus[@]}" -- "${options[@]}" >"$log" 2>&1; then
+        tail -n 60 "$log"
+        echo "fuzz target $target failed; full output in $log" >&2
+        exit 1
+    fi
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
+    coverage=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1)
+    corpus_size=$(find "${corpus[0]}" -type f | wc -l)
+    echo "$target: ${runs:-?} runs in ${seconds} s, ${coverage:-cov: ?}, corpus ${corpus_size} inputs"
+done
