@@ -222,12 +222,12 @@ async fn id_token_with_wrong_claims_is_rejected() {
         let client = browser_like_client();
         let response = sign_in(&client, &app).await;
         assert_eq!(response.status(), 400, "case {case}");
-        let failures = app
-            .log_events()
-            .iter()
-            .filter(|event| event["event"] == "login_failed" && event["reason"] == "id_token")
-            .count();
-        assert!(failures > index, "case {case} was not logged as id_token");
+        let count = app
+            .wait_for_event_count("login_failed", index + 1, |event| {
+                event["reason"] == "id_token"
+            })
+            .await;
+        assert_eq!(count, index + 1, "case {case} was not logged as id_token");
     }
 }
 

@@ -117,7 +117,7 @@ async fn every_provider_error_gets_a_page() {
         ("<script>alert(1)</script>", 400, "provider_error"),
         ("", 400, "provider_error"),
     ];
-    for (error, status, reason) in errors {
+    for (index, (error, status, reason)) in errors.into_iter().enumerate() {
         let client = browser_like_client();
         let pending = start_login(&client, &app, "/nixtla").await;
         let state = query_value(&pending.authorize_url, "state");
@@ -131,11 +131,16 @@ async fn every_provider_error_gets_a_page() {
             !body.contains("<script>alert"),
             "error {error:?} reflected: {body}"
         );
-        let logged = app.stdout_lines().join("\n");
-        assert!(
-            logged.contains(&format!("\"reason\":\"{reason}\"")),
-            "error {error:?}"
-        );
+        let failures = app
+            .wait_for_event_count("login_failed", index + 1, |_| true)
+            .await;
+        assert_eq!(failures, index + 1, "error {error:?} was not logged");
+        let events = app.log_events();
+        let latest = events
+            .iter()
+            .rfind(|event| event["event"] == "login_failed")
+            .unwrap();
+        assert_eq!(latest["reason"], reason, "error {error:?}");
     }
 }
 

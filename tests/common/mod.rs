@@ -157,6 +157,29 @@ impl TestApp {
         self.child.wait().expect("wait for the killed nixtla");
     }
 
+    /// Waits until at least `count` events named `name` satisfy `filter` (the log is
+    /// read by another thread, so it can lag behind the HTTP response), then returns
+    /// how many there are.
+    pub async fn wait_for_event_count(
+        &self,
+        name: &str,
+        count: usize,
+        filter: impl Fn(&Value) -> bool,
+    ) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let seen = self
+                .log_events()
+                .iter()
+                .filter(|event| event["event"] == name && filter(event))
+                .count();
+            if seen >= count || Instant::now() >= deadline {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Sends SIGTERM and waits for the process to exit; returns its exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         let pid = self.child.id().to_string();
