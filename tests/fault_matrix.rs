@@ -121,12 +121,14 @@ async fn full_fault_matrix() {
     document.push('\n');
     document.push_str(&entries_table(&outcomes));
     for outcome in &outcomes {
-        if outcome.load.failed > 0 || !outcome.login_failures.is_empty() {
+        let load = &outcome.load;
+        if load.failed > 0 || load.provider_failures > 0 || !outcome.login_failures.is_empty() {
             let _ = writeln!(
                 document,
-                "\n{}: failed requests {:?}; sign-in failures logged {:?}",
+                "\n{}: failed requests {:?}; failed provider steps {:?}; sign-in failures logged {:?}",
                 outcome.mode.name(),
-                outcome.load.failure_samples,
+                load.failure_samples,
+                load.provider_failure_samples,
                 outcome.login_failures
             );
         }
