@@ -96,7 +96,7 @@ async fn loki_connection_resets() {
 /// Runs every mode at full size, one after the other, writes the tables to
 /// `target/reliability/fault-matrix.md`, then asserts the promises.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "takes about 10 minutes; run it by hand, see the module docs"]
+#[ignore = "takes about 7 minutes; run it by hand, see the module docs"]
 async fn full_fault_matrix() {
     let settings = Settings::full();
     let mut outcomes = Vec::new();

@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode};
 /// Maximum number of failure descriptions kept for an assertion message.
 const MAX_FAILURE_SAMPLES: usize = 10;
 
-/// Time limit of one request; a request that takes longer counts as failed.
+/// Time limit of one request. A request that takes longer counts as failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Maximum number of provider redirects followed in one sign-in.
@@ -86,7 +86,7 @@ impl LoadStats {
 pub struct LoadPlan {
     pub clients: usize,
     pub duration: Duration,
-    /// Mean pause between two requests of one client; each pause is drawn
+    /// Mean pause between two requests of one client. Each pause is drawn
     /// uniformly from zero to twice this.
     pub think_time: Duration,
     /// Share of steps, from 0 to 1, in which a signed-in client signs out.

@@ -63,7 +63,7 @@ pub enum Mode {
     RateLimitBursts,
     /// 500 for the first half of the fault, 503 for the second.
     ServerErrors,
-    /// Every second entry of a push is rejected with 400; the rest is stored.
+    /// Every second entry of a push is rejected with 400, and the rest is stored.
     PartialRejects,
     /// The receiver responds with 413 to bodies over the threshold for the whole run.
     TooLarge,
