@@ -9,7 +9,7 @@
 //! default:
 //!
 //! ```text
-//! tests/run.sh --test fault_matrix -- --ignored --nocapture
+//! tests/run.sh -- --ignored --nocapture full_fault_matrix
 //! ```
 
 mod common;
