@@ -9,7 +9,7 @@
 //! default:
 //!
 //! ```text
-//! tests/run.sh --test fault_matrix -- --ignored --nocapture
+//! tests/run.sh -- --ignored --nocapture full_fault_matrix
 //! ```
 
 mod common;
@@ -96,7 +96,7 @@ async fn loki_connection_resets() {
 /// Runs every mode at full size, one after the other, writes the tables to
 /// `target/reliability/fault-matrix.md`, then asserts the promises.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "takes about 10 minutes; run it by hand, see the module docs"]
+#[ignore = "takes about 7 minutes; run it by hand, see the module docs"]
 async fn full_fault_matrix() {
     let settings = Settings::full();
     let mut outcomes = Vec::new();
@@ -121,12 +121,14 @@ async fn full_fault_matrix() {
     document.push('\n');
     document.push_str(&entries_table(&outcomes));
     for outcome in &outcomes {
-        if outcome.load.failed > 0 || !outcome.login_failures.is_empty() {
+        let load = &outcome.load;
+        if load.failed > 0 || load.provider_failures > 0 || !outcome.login_failures.is_empty() {
             let _ = writeln!(
                 document,
-                "\n{}: failed requests {:?}; sign-in failures logged {:?}",
+                "\n{}: failed requests {:?}; failed provider steps {:?}; sign-in failures logged {:?}",
                 outcome.mode.name(),
-                outcome.load.failure_samples,
+                load.failure_samples,
+                load.provider_failure_samples,
                 outcome.login_failures
             );
         }

@@ -9,11 +9,18 @@ use reqwest::{Method, StatusCode};
 /// Maximum number of failure descriptions kept for an assertion message.
 const MAX_FAILURE_SAMPLES: usize = 10;
 
-/// Time limit of one request; a request that takes longer counts as failed.
+/// Time limit of one request. A request that takes longer counts as failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Maximum number of provider redirects followed in one sign-in.
 const MAX_PROVIDER_HOPS: usize = 10;
+
+/// Idle time after which a client drops a pooled connection. Node.js servers,
+/// the test provider among them, close idle keep-alive connections after 5 s
+/// (`server.keepAliveTimeout`), and a request sent on a connection as it closes
+/// fails with a reset. Clients sign in again every few seconds, so without
+/// this they would hit that race at the provider.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Counts and latencies of the requests sent to the app. The provider's own
 /// redirects during sign-in are counted apart, since the app does not serve them.
@@ -23,6 +30,7 @@ pub struct LoadStats {
     pub failed: u64,
     pub failure_samples: Vec<String>,
     pub provider_failures: u64,
+    pub provider_failure_samples: Vec<String>,
     pub sign_ins: u64,
     pub sign_outs: u64,
     /// Latency of every app request, in microseconds. Sorted by [`Self::merge_all`].
@@ -40,6 +48,11 @@ impl LoadStats {
             total.sign_ins += part.sign_ins;
             total.sign_outs += part.sign_outs;
             total.latencies_us.extend(part.latencies_us);
+            for sample in part.provider_failure_samples {
+                if total.provider_failure_samples.len() < MAX_FAILURE_SAMPLES {
+                    total.provider_failure_samples.push(sample);
+                }
+            }
             for sample in part.failure_samples {
                 if total.failure_samples.len() < MAX_FAILURE_SAMPLES {
                     total.failure_samples.push(sample);
@@ -73,7 +86,7 @@ impl LoadStats {
 pub struct LoadPlan {
     pub clients: usize,
     pub duration: Duration,
-    /// Mean pause between two requests of one client; each pause is drawn
+    /// Mean pause between two requests of one client. Each pause is drawn
     /// uniformly from zero to twice this.
     pub think_time: Duration,
     /// Share of steps, from 0 to 1, in which a signed-in client signs out.
@@ -123,6 +136,7 @@ impl LoadClient {
             .cookie_store(true)
             .redirect(reqwest::redirect::Policy::none())
             .timeout(REQUEST_TIMEOUT)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build()
             .expect("build a load client");
         Self {
@@ -199,21 +213,37 @@ impl LoadClient {
                 let query = url.query().map(|q| format!("?{q}")).unwrap_or_default();
                 return Some(format!("{}{query}", url.path()));
             }
-            let response = self.http.get(url.clone()).send().await;
-            let location = match response {
+            let location = match self.http.get(url.clone()).send().await {
                 Ok(response) if response.status().is_redirection() => location_of(&response),
-                _ => None,
+                Ok(response) => {
+                    let status = response.status();
+                    self.record_provider_failure(format!("GET {url}: status {status}"));
+                    return None;
+                }
+                Err(error) => {
+                    self.record_provider_failure(format!("GET {url}: {error:?}"));
+                    return None;
+                }
             };
             url = match location.and_then(|location| url.join(&location).ok()) {
                 Some(next) => next,
                 None => {
-                    self.stats.provider_failures += 1;
+                    self.record_provider_failure(format!("GET {url}: no valid Location"));
                     return None;
                 }
             };
         }
-        self.stats.provider_failures += 1;
+        self.record_provider_failure(format!(
+            "no redirect to the app after {MAX_PROVIDER_HOPS} hops"
+        ));
         None
+    }
+
+    fn record_provider_failure(&mut self, description: String) {
+        self.stats.provider_failures += 1;
+        if self.stats.provider_failure_samples.len() < MAX_FAILURE_SAMPLES {
+            self.stats.provider_failure_samples.push(description);
+        }
     }
 
     /// Sends one request to the app, reads the whole body and records its

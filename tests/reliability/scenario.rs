@@ -41,7 +41,7 @@ const UNSHIPPED_TARGETS: [&str; 9] = [
 ];
 
 /// What the receiver does during a run. Faults last from a quarter to
-/// three quarters of the run unless the mode says otherwise.
+/// three quarters of the run, except where a variant states other times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     NoFault,
@@ -51,9 +51,10 @@ pub enum Mode {
     DownMidRun,
     /// Killed and started again every flap period.
     Flapping,
-    /// Pushes are read but never answered.
+    /// Pushes are read, and no response is ever sent.
     Hanging,
-    /// Pushes are stored, then answered after 5 s; the request timeout is the default 10 s.
+    /// Pushes are stored, and each response is sent 5 s later. The request
+    /// timeout is the default 10 s.
     Slow,
     /// As `Slow`, with a 2 s request timeout, so every slow push times out
     /// after it was stored and its retry is a duplicate.
@@ -62,9 +63,9 @@ pub enum Mode {
     RateLimitBursts,
     /// 500 for the first half of the fault, 503 for the second.
     ServerErrors,
-    /// Every second entry of a push is rejected with 400; the rest is stored.
+    /// Every second entry of a push is rejected with 400, and the rest is stored.
     PartialRejects,
-    /// The receiver answers 413 to bodies over the threshold for the whole run.
+    /// The receiver responds with 413 to bodies over the threshold for the whole run.
     TooLarge,
     /// Every push connection is reset (TCP RST) without a response.
     ConnectionResets,
@@ -141,8 +142,8 @@ impl Mode {
             .collect()
     }
 
-    /// Whether a push can time out after the receiver stored it, which is
-    /// the only way an entry can reach Loki twice.
+    /// Returns whether a push can time out after the receiver stored it,
+    /// which is the only way an entry can reach Loki twice.
     pub fn may_duplicate(self) -> bool {
         self == Mode::SlowPastTimeout
     }
@@ -154,14 +155,14 @@ pub struct Settings {
     pub load: LoadPlan,
     /// Period of the flapping and of the 429 bursts.
     pub flap_period: Duration,
-    /// Body size over which the receiver answers 413 in [`Mode::TooLarge`].
+    /// Body size over which the receiver responds with 413 in [`Mode::TooLarge`].
     pub too_large_bytes: u64,
     /// `LOKI_QUEUE_MAX_BYTES`, or the app's default (32 MiB) when `None`.
     pub queue_max_bytes: Option<u64>,
 }
 
 impl Settings {
-    /// The run of the default test suite: a few seconds and 20 clients.
+    /// Returns the settings of the default test suite: 4 s and 20 clients.
     pub fn short() -> Self {
         Self {
             load: LoadPlan {
@@ -176,8 +177,8 @@ impl Settings {
         }
     }
 
-    /// The full run: 200 clients for 30 s, the 2 s flap period and
-    /// 1 MiB limit. `NIXTLA_RELIABILITY_CLIENTS`, `NIXTLA_RELIABILITY_SECONDS`
+    /// Returns the full run's settings: 200 clients for 30 s, a 2 s flap
+    /// period and a 1 MiB body limit. `NIXTLA_RELIABILITY_CLIENTS`, `NIXTLA_RELIABILITY_SECONDS`
     /// and `NIXTLA_RELIABILITY_THINK_MS` override the load.
     pub fn full() -> Self {
         Self {
@@ -232,6 +233,12 @@ pub struct Outcome {
     pub push_statuses: BTreeMap<String, u64>,
     /// `nixtla_loki_retries_total` read just before SIGTERM.
     pub retries: u64,
+    /// `nixtla_loki_bytes_sent_total` and `nixtla_loki_compressed_bytes_sent_total`
+    /// read just before SIGTERM.
+    pub bytes_sent: u64,
+    pub compressed_bytes_sent: u64,
+    /// Largest push body the receiver got, in bytes.
+    pub largest_push_bytes: u64,
     /// `login_failed` events on stdout, by reason and detail.
     pub login_failures: BTreeMap<String, u64>,
     /// Peak resident set size of the app (`VmHWM`), in KiB.
@@ -268,7 +275,7 @@ pub async fn run_mode(mode: Mode, settings: Settings) -> Outcome {
     loki.come_up();
     loki.fault(json!({"mode": "none"})).await;
 
-    let retries = scrape_counter(&app, "nixtla_loki_retries_total").await;
+    let metrics = scrape_metrics(&app).await;
     let peak_rss_kib = peak_rss_kib(app.pid());
     let shutdown_started = Instant::now();
     let exit_code = app.terminate();
@@ -286,7 +293,14 @@ pub async fn run_mode(mode: Mode, settings: Settings) -> Outcome {
         stored: sum_field(&requests, "accepted"),
         duplicates: sum_field(&requests, "duplicates"),
         push_statuses: count_statuses(&requests),
-        retries,
+        retries: metric(&metrics, "nixtla_loki_retries_total"),
+        bytes_sent: metric(&metrics, "nixtla_loki_bytes_sent_total"),
+        compressed_bytes_sent: metric(&metrics, "nixtla_loki_compressed_bytes_sent_total"),
+        largest_push_bytes: requests
+            .iter()
+            .filter_map(|r| r["body_bytes"].as_u64())
+            .max()
+            .unwrap_or(0),
         login_failures: count_login_failures(&lines),
         peak_rss_kib,
         shutdown_time,
@@ -409,8 +423,8 @@ async fn sleep_until(at: Instant) {
     tokio::time::sleep_until(at.into()).await;
 }
 
-/// Reads one unlabelled counter from `/metrics`.
-async fn scrape_counter(app: &TestApp, name: &str) -> u64 {
+/// Reads every unlabelled sample from `/metrics`.
+async fn scrape_metrics(app: &TestApp) -> BTreeMap<String, u64> {
     let body = reqwest::get(app.url("/metrics"))
         .await
         .expect("scrape /metrics")
@@ -418,9 +432,18 @@ async fn scrape_counter(app: &TestApp, name: &str) -> u64 {
         .await
         .expect("read /metrics");
     body.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} sample in /metrics:\n{body}"))
+        .filter(|line| !line.starts_with('#') && !line.contains('{'))
+        .filter_map(|line| {
+            let (name, value) = line.split_once(' ')?;
+            Some((name.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+fn metric(metrics: &BTreeMap<String, u64>, name: &str) -> u64 {
+    *metrics
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} sample in /metrics: {metrics:?}"))
 }
 
 /// Reads `VmHWM`, the peak resident set size, of a running process, in KiB.
@@ -527,8 +550,10 @@ impl Outcome {
         assert!(self.load.requests > 0, "{mode}: the load sent no request");
         assert_eq!(
             self.load.provider_failures, 0,
-            "{mode}: sign-in failed at the provider"
+            "{mode}: sign-in failed at the provider, for example {:?}",
+            self.load.provider_failure_samples
         );
+
         assert_eq!(self.exit_code, Some(0), "{mode}: exit code after SIGTERM");
         let report = self
             .report
@@ -553,15 +578,18 @@ impl Outcome {
             self.stdout_entries, report.generated,
             "{mode}: every shipped stdout line is counted as generated"
         );
+
         if !self.mode.may_duplicate() {
             assert_eq!(
                 self.duplicates, 0,
                 "{mode}: duplicates without a timed-out push"
             );
         }
+
         match self.mode {
-            // Loki's 400 names no count here, so the shipper counts the whole
-            // batch as rejected although half of it was stored.
+            // The receiver's 400 message gives no count of rejected entries, so
+            // the shipper counts the whole batch as rejected although half of
+            // it was stored.
             Mode::PartialRejects => assert!(
                 self.stored >= report.delivered
                     && self.stored - report.delivered <= report.dropped["rejected"],
@@ -580,6 +608,7 @@ impl Outcome {
                 "{mode}: the receiver stored what the shipper counts as delivered"
             ),
         }
+
         let limit = LOKI_SHUTDOWN_TIMEOUT + Duration::from_secs(2);
         assert!(
             self.shutdown_time < limit,

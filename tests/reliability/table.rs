@@ -45,14 +45,14 @@ pub fn latency_table(outcomes: &[Outcome]) -> String {
 /// what the receiver stored.
 pub fn entries_table(outcomes: &[Outcome]) -> String {
     let mut out = String::from(
-        "| mode | generated | delivered | dropped: queue_full / rate_limited / rejected / line_too_long / shutdown | generated = delivered + dropped | stored by receiver | duplicates | retries | push responses |\n\
-         |---|---:|---:|---|---|---:|---:|---:|---|\n",
+        "| mode | generated | delivered | dropped: queue_full / rate_limited / rejected / line_too_long / shutdown | generated = delivered + dropped | stored by receiver | duplicates | retries | push responses | MiB sent, raw / compressed | largest push KiB |\n\
+         |---|---:|---:|---|---|---:|---:|---:|---|---|---:|\n",
     );
     for outcome in outcomes {
         let Some(report) = &outcome.report else {
             let _ = writeln!(
                 out,
-                "| {} | no shutdown report | | | | | | | |",
+                "| {} | no shutdown report | | | | | | | | | |",
                 outcome.mode.name()
             );
             continue;
@@ -79,7 +79,7 @@ pub fn entries_table(outcomes: &[Outcome]) -> String {
             .collect();
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} / {:.1} | {:.0} |",
             outcome.mode.name(),
             report.generated,
             report.delivered,
@@ -89,10 +89,15 @@ pub fn entries_table(outcomes: &[Outcome]) -> String {
             outcome.duplicates,
             outcome.retries,
             statuses.join(", "),
+            outcome.bytes_sent as f64 / MIB,
+            outcome.compressed_bytes_sent as f64 / MIB,
+            outcome.largest_push_bytes as f64 / 1024.0,
         );
     }
     out
 }
+
+const MIB: f64 = 1024.0 * 1024.0;
 
 fn millis(duration: std::time::Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
