@@ -31,6 +31,9 @@ use crate::{activity::LoginFailure, config::OidcSettings};
 pub const CLOCK_LEEWAY: Duration = Duration::from_secs(60);
 /// Time limit for each request to the provider.
 pub const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an idle connection to the provider is kept for reuse. It is shorter than
+/// the 5 s keep-alive timeout of Node.js servers; Google's is longer.
+pub const PROVIDER_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 const GOOGLE_ISSUER: &str = "https://accounts.google.com";
 
 type DiscoveredClient = CoreClient<
@@ -307,10 +310,16 @@ fn is_oauth_error(body: &[u8]) -> bool {
 
 /// The one HTTP client for provider requests. Redirects are off so a malicious
 /// discovery document cannot steer requests elsewhere (SSRF).
+///
+/// Idle connections are dropped after [`PROVIDER_IDLE_TIMEOUT`]. Node.js servers close
+/// idle keep-alive connections after 5 s, and a token request sent on a connection
+/// the server is closing fails with a reset, which a load test showed as failed
+/// sign-ins.
 fn provider_http_client() -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(PROVIDER_TIMEOUT)
+        .pool_idle_timeout(PROVIDER_IDLE_TIMEOUT)
         .build()
 }
 
