@@ -32,7 +32,7 @@ pub const CLOCK_LEEWAY: Duration = Duration::from_secs(60);
 /// Time limit for each request to the provider.
 pub const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an idle connection to the provider is kept for reuse. It is shorter than
-/// the 5 s keep-alive timeout of Node.js servers; Google's is longer.
+/// the 5 s default keep-alive timeout of Node.js servers.
 pub const PROVIDER_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 const GOOGLE_ISSUER: &str = "https://accounts.google.com";
 
