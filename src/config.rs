@@ -15,6 +15,9 @@ use crate::{secret::Secret, telemetry::TelemetryArgs};
 /// from it with HKDF.
 pub const SESSION_KEY_MIN_BYTES: usize = 64;
 
+/// Longest allowed session lifetime: 30 days, in minutes.
+pub const SESSION_TTL_MAX_MINUTES: u64 = 30 * 24 * 60;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "nixtla",
@@ -153,10 +156,17 @@ pub enum ConfigError {
     MissingSessionKey,
     #[error("SESSION_KEY is {0} bytes long but must be at least {SESSION_KEY_MIN_BYTES}")]
     ShortSessionKey(usize),
+    #[error("OAUTH_CLIENT_SECRET is set but OAUTH_CLIENT_ID is empty; set the client id")]
+    SecretWithoutClientId,
+    #[error(
+        "the development login is only allowed with NIXTLA_ENV=dev or a loopback public \
+         URL (NIXTLA_ENV is `{0}`); set OAUTH_CLIENT_ID for real sign-in"
+    )]
+    DevelopmentLoginOutsideDev(String),
     #[error("--scopes must include `openid` (got `{0}`)")]
     MissingOpenidScope(String),
-    #[error("--session-ttl-minutes must be greater than 0")]
-    ZeroSessionTtl,
+    #[error("--session-ttl-minutes is {0} but must be between 1 and {SESSION_TTL_MAX_MINUTES}")]
+    SessionTtl(u64),
 }
 
 impl ServeArgs {
@@ -180,8 +190,8 @@ impl ServeArgs {
         if matches!(login, LoginMode::Oidc(_)) && session_key.is_none() {
             return Err(ConfigError::MissingSessionKey);
         }
-        if self.session_ttl_minutes == 0 {
-            return Err(ConfigError::ZeroSessionTtl);
+        if self.session_ttl_minutes == 0 || self.session_ttl_minutes > SESSION_TTL_MAX_MINUTES {
+            return Err(ConfigError::SessionTtl(self.session_ttl_minutes));
         }
         Ok(AppConfig {
             listen: self.listen,
@@ -195,9 +205,11 @@ impl ServeArgs {
     }
 
     fn login_mode(&self) -> Result<LoginMode, ConfigError> {
-        let Some(client_id) = self.client_id.clone().filter(|id| !id.is_empty()) else {
-            return Ok(LoginMode::Development);
-        };
+        let client_id = self.client_id.as_deref().map(str::trim).unwrap_or_default();
+        if client_id.is_empty() {
+            return self.development_mode();
+        }
+        let client_id = client_id.to_owned();
         let scopes: Vec<String> = self.scopes.split_whitespace().map(str::to_owned).collect();
         if !scopes.iter().any(|scope| scope == "openid") {
             return Err(ConfigError::MissingOpenidScope(self.scopes.clone()));
@@ -214,6 +226,32 @@ impl ServeArgs {
             scopes,
             allowed_email_domains: normalize_domains(&self.allowed_email_domains),
         }))
+    }
+}
+
+impl ServeArgs {
+    /// Allows the development login only where it cannot be mistaken for production:
+    /// with no client secret configured, and with `NIXTLA_ENV=dev` or a public URL on
+    /// loopback. An empty `OAUTH_CLIENT_ID` next to a secret is a broken deployment,
+    /// not a request for the development login.
+    fn development_mode(&self) -> Result<LoginMode, ConfigError> {
+        let has_secret = self.client_secret.as_deref().is_some_and(|s| !s.is_empty())
+            || self.client_secret_file.is_some();
+        if has_secret {
+            return Err(ConfigError::SecretWithoutClientId);
+        }
+        let loopback = match self.public_url.host() {
+            Some(url::Host::Domain(domain)) => domain == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
+        if !loopback && self.telemetry.env != "dev" {
+            return Err(ConfigError::DevelopmentLoginOutsideDev(
+                self.telemetry.env.clone(),
+            ));
+        }
+        Ok(LoginMode::Development)
     }
 }
 

@@ -1,7 +1,8 @@
 //! Request counters and latency histograms, rendered in the Prometheus text format.
 //!
-//! Labels are the method, the route template and the status, all bounded sets, so
-//! the number of series stays small whatever clients send.
+//! Labels are the method (nine standard names or `other`), the route template and
+//! the status code, all bounded sets, so the number of series stays small whatever
+//! clients send.
 
 use std::{collections::BTreeMap, fmt::Write, sync::Mutex, time::Duration};
 
@@ -15,7 +16,7 @@ pub struct HttpMetrics {
 
 #[derive(Default)]
 struct Series {
-    requests: BTreeMap<(String, &'static str, u16), u64>,
+    requests: BTreeMap<(&'static str, &'static str, u16), u64>,
     durations: BTreeMap<&'static str, Histogram>,
 }
 
@@ -28,15 +29,18 @@ struct Histogram {
 
 impl HttpMetrics {
     /// Counts one finished request. The lock is held for a few map updates only.
-    pub fn observe(&self, method: &str, route: &'static str, status: u16, latency: Duration) {
+    pub fn observe(
+        &self,
+        method: &'static str,
+        route: &'static str,
+        status: u16,
+        latency: Duration,
+    ) {
         let mut series = self
             .inner
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        *series
-            .requests
-            .entry((method.to_owned(), route, status))
-            .or_default() += 1;
+        *series.requests.entry((method, route, status)).or_default() += 1;
         let histogram = series.durations.entry(route).or_default();
         let seconds = latency.as_secs_f64();
         for (bucket, bound) in histogram.buckets.iter_mut().zip(BUCKETS_SECONDS) {

@@ -1,6 +1,6 @@
 //! Startup and graceful shutdown.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use poem::{
@@ -16,6 +16,10 @@ use crate::{
     http_metrics::HttpMetrics,
     telemetry::{self, Telemetry},
 };
+
+/// Connections with no traffic for this long are closed, so idle or stalled clients
+/// cannot hold file descriptors forever.
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs the service until SIGTERM or Ctrl-C, then finishes in-flight requests and
 /// flushes the logs, each within the shutdown timeout.
@@ -59,6 +63,7 @@ async fn run(config: AppConfig, telemetry: Telemetry) -> anyhow::Result<()> {
         "listening"
     );
     Server::new_with_acceptor(acceptor)
+        .idle_timeout(IDLE_CONNECTION_TIMEOUT)
         .run_with_graceful_shutdown(
             app::build(state),
             shutdown_signal(),

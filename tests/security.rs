@@ -6,7 +6,7 @@ use common::{
     TEST_SESSION_KEY, TestApp, browser_like_client, free_port,
     hostile_provider::{HostileProvider, TokenReply},
     location,
-    oidc::{spawn_with_provider, start_login},
+    oidc::{CLIENT_ID, CLIENT_SECRET, TestProvider, sign_in, spawn_with_provider, start_login},
 };
 
 fn query_value(url: &url::Url, name: &str) -> String {
@@ -310,4 +310,125 @@ async fn every_route_sends_security_headers() {
         assert_eq!(headers["referrer-policy"], "no-referrer", "{route}");
         assert!(response.status().as_u16() < 500, "{route}");
     }
+}
+
+#[tokio::test]
+async fn rotated_provider_keys_are_fetched() {
+    let app_port = free_port();
+    let provider_port = free_port();
+    let redirect = format!("http://127.0.0.1:{app_port}/auth");
+    let mut provider = TestProvider::spawn_on(provider_port, &redirect);
+    let env = [
+        ("OIDC_ISSUER", provider.issuer.clone()),
+        ("OAUTH_CLIENT_ID", CLIENT_ID.to_owned()),
+        ("OAUTH_CLIENT_SECRET", CLIENT_SECRET.to_owned()),
+        ("SESSION_KEY", TEST_SESSION_KEY.to_owned()),
+    ];
+    let env: Vec<(&str, &str)> = env
+        .iter()
+        .map(|(key, value)| (*key, value.as_str()))
+        .collect();
+    let app = TestApp::spawn_on(app_port, &env).await;
+    assert_eq!(sign_in(&browser_like_client(), &app).await.status(), 303);
+
+    provider.stop();
+    let _rotated = TestProvider::spawn_on(provider_port, &redirect);
+    let response = sign_in(&browser_like_client(), &app).await;
+    assert_eq!(
+        response.status(),
+        303,
+        "sign-in failed after the provider's key changed"
+    );
+    let logins = app.wait_for_event_count("login", 2, |_| true).await;
+    assert_eq!(logins, 2);
+}
+
+#[tokio::test]
+async fn forged_callback_keeps_sign_in_alive() {
+    let (app, _provider) = spawn_with_provider(&[]).await;
+    let client = browser_like_client();
+    let pending = start_login(&client, &app, "/nixtla").await;
+    let forged = client
+        .get(app.url("/auth?state=forged&code=x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 400);
+    let genuine = client.get(pending.callback_url).send().await.unwrap();
+    assert_eq!(genuine.status(), 303, "a forged link cancelled the sign-in");
+}
+
+#[tokio::test]
+async fn oversized_form_is_rejected() {
+    let app = TestApp::spawn_dev().await;
+    let filler = "a".repeat(20 * 1024);
+    let form = [
+        ("name", "Ada"),
+        ("email", "ada@example.org"),
+        ("next", filler.as_str()),
+    ];
+    let response = browser_like_client()
+        .post(app.url("/login"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+}
+
+#[tokio::test]
+async fn cross_site_form_post_is_forbidden() {
+    let app = TestApp::spawn_dev().await;
+    let form = [("name", "Mallory"), ("email", "m@example.org")];
+    let client = browser_like_client();
+    let cross = client
+        .post(app.url("/login"))
+        .header("origin", "https://evil.example")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross.status(), 403);
+    assert!(cross.headers().get("set-cookie").is_none());
+    let fetch_cross = client
+        .post(app.url("/login"))
+        .header("sec-fetch-site", "cross-site")
+        .header("origin", "null")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fetch_cross.status(), 403);
+    let same = client
+        .post(app.url("/login"))
+        .header("origin", app.base_url.as_str())
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(same.status(), 303);
+}
+
+#[tokio::test]
+async fn unknown_methods_share_one_label() {
+    let app = TestApp::spawn_dev().await;
+    let client = reqwest::Client::new();
+    for index in 0..20 {
+        let method = reqwest::Method::from_bytes(format!("X{index:0>200}").as_bytes()).unwrap();
+        client.request(method, app.url("/")).send().await.unwrap();
+    }
+    let metrics = client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("method=\"other\""), "{metrics}");
+    assert!(!metrics.contains("X000"), "raw method reached a label");
+    let logged = app
+        .wait_for_event("http_request", |event| event["method"] == "other")
+        .await;
+    assert_eq!(logged["method"], "other");
 }

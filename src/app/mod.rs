@@ -2,13 +2,14 @@
 
 mod request_log;
 mod route_template;
+mod same_origin;
 mod security_headers;
 
 use std::sync::Arc;
 
 use poem::{
     Endpoint, EndpointExt, Route, get,
-    middleware::CatchPanic,
+    middleware::{CatchPanic, SizeLimit},
     session::{CookieConfig, CookieSession},
     web::cookie::{CookieKey, SameSite},
 };
@@ -23,6 +24,9 @@ use crate::{
     telemetry::Telemetry,
 };
 pub use route_template::route_template;
+
+/// Largest accepted form body, in bytes. The development login form is far smaller.
+pub const FORM_MAX_BYTES: usize = 16 * 1024;
 
 /// Name of the encrypted session cookie.
 pub const SESSION_COOKIE: &str = "nixtla_session";
@@ -47,13 +51,11 @@ pub fn build(state: Arc<AppState>) -> impl Endpoint + 'static {
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
     let session = CookieSession::new(session_cookie_config(&state));
+    let dev_login = routes::auth::dev_login.with(SizeLimit::new(FORM_MAX_BYTES));
     Route::new()
         .at("/", get(routes::pages::index))
         .at("/nixtla", get(routes::pages::nixtla))
-        .at(
-            "/login",
-            get(routes::auth::login).post(routes::auth::dev_login),
-        )
+        .at("/login", get(routes::auth::login).post(dev_login))
         .at("/auth", get(routes::auth::callback))
         .at(
             "/logout",
@@ -68,10 +70,11 @@ pub fn build(state: Arc<AppState>) -> impl Endpoint + 'static {
         .at("/openapi.json", spec)
         .catch_error(routes::pages::not_found)
         .catch_error(routes::pages::method_not_allowed)
+        .with(same_origin::SameOriginForms)
         .with(security_headers::SecurityHeaders)
+        .with(CatchPanic::new())
         .with(request_log::RequestLog)
         .with(session)
-        .with(CatchPanic::new())
         .data(state)
 }
 

@@ -39,7 +39,7 @@ impl<E: Endpoint> Endpoint for RequestLogEndpoint<E> {
         let started = Instant::now();
         let request_id = request_id(&req);
         let route = route_template(req.uri().path());
-        let method = req.method().clone();
+        let method = method_label(req.method());
         let span = tracing::info_span!(
             "request",
             request_id = %request_id,
@@ -53,17 +53,27 @@ impl<E: Endpoint> Endpoint for RequestLogEndpoint<E> {
         let mut response = response.into_response();
         let status = response.status().as_u16();
         let latency = started.elapsed();
-        span.in_scope(|| activity::http_request(method.as_str(), route, status, latency));
+        span.in_scope(|| activity::http_request(method, route, status, latency));
         if let Some(state) = metrics {
-            state
-                .http_metrics
-                .observe(method.as_str(), route, status, latency);
+            state.http_metrics.observe(method, route, status, latency);
         }
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert(REQUEST_ID_HEADER, value);
         }
         Ok(response)
     }
+}
+
+/// Returns the method for logs and metric labels. Methods outside the standard set
+/// collapse into `other`, because clients can send any token of any length.
+fn method_label(method: &poem::http::Method) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method.as_str())
+        .unwrap_or("other")
 }
 
 /// Uses the caller's request id when it is short and plain, else makes a new one.

@@ -4,7 +4,9 @@
 //! The cookie is encrypted and authenticated (poem's private cookie jar, AES-GCM with
 //! the cookie name as associated data), HttpOnly, SameSite=Lax so it survives the
 //! provider's top-level redirect back, and it expires after ten minutes. The callback
-//! removes it, so one login cookie serves one callback in a well-behaved browser.
+//! removes it once `state` matches, so one login cookie serves one callback in a
+//! well-behaved browser, and a forged callback link cannot cancel a sign-in in
+//! progress.
 //! NOTE: the service keeps no server-side record, so a copied cookie could be replayed
 //! within its ten minutes; the provider's one-time authorization codes stop that
 //! replay from signing anyone in.
@@ -54,16 +56,17 @@ pub fn save(jar: &CookieJar, key: &CookieKey, login: &LoginState, secure: bool) 
     jar.private_with_key(key).add(cookie);
 }
 
-/// Reads and removes the login state. Returns `None` when the cookie is missing, was
-/// tampered with or cannot be decoded.
-pub fn take(jar: &CookieJar, key: &CookieKey) -> Option<LoginState> {
-    let private = jar.private_with_key(key);
-    let cookie = private.get(COOKIE_NAME);
-    if jar.get(COOKIE_NAME).is_some() {
-        let mut removal = Cookie::named(COOKIE_NAME);
-        removal.set_path("/");
-        removal.make_removal();
-        jar.add(removal);
-    }
-    cookie?.value::<LoginState>().ok()
+/// Reads the login state. Returns `None` when the cookie is missing, was tampered
+/// with or cannot be decoded.
+pub fn read(jar: &CookieJar, key: &CookieKey) -> Option<LoginState> {
+    let cookie = jar.private_with_key(key).get(COOKIE_NAME)?;
+    cookie.value::<LoginState>().ok()
+}
+
+/// Tells the browser to delete the login cookie.
+pub fn remove(jar: &CookieJar) {
+    let mut removal = Cookie::named(COOKIE_NAME);
+    removal.set_path("/");
+    removal.make_removal();
+    jar.add(removal);
 }

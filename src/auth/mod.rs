@@ -6,6 +6,7 @@ pub mod oidc;
 pub mod redirect;
 pub mod revocation;
 pub mod session;
+pub mod signing_keys;
 
 /// How people sign in to this instance.
 pub enum LoginBackend {

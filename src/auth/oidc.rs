@@ -10,13 +10,13 @@
 use std::time::Duration;
 
 use openidconnect::{
-    AccessToken, AuthenticationFlow, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
-    EndpointMaybeSet, EndpointNotSet, EndpointSet, ErrorResponse, IssuerUrl, Nonce,
-    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RequestTokenError,
-    Scope, SubjectIdentifier,
+    AccessToken, AuthenticationFlow, AuthorizationCode, ClaimsVerificationError, ClientId,
+    ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet, EndpointSet, ErrorResponse,
+    IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl,
+    RequestTokenError, Scope, SignatureVerificationError, SubjectIdentifier,
     core::{
-        CoreClient, CoreIdTokenClaims, CoreIdTokenVerifier, CoreProviderMetadata, CoreResponseType,
-        CoreUserInfoClaims,
+        CoreClient, CoreIdTokenClaims, CoreIdTokenVerifier, CoreJwsSigningAlgorithm,
+        CoreProviderMetadata, CoreResponseType, CoreUserInfoClaims,
     },
 };
 use url::Url;
@@ -24,6 +24,7 @@ use url::Url;
 use super::{
     login_state::LoginState,
     session::{SignedInUser, unix_now},
+    signing_keys::SigningKeys,
 };
 use crate::{activity::LoginFailure, config::OidcSettings};
 
@@ -79,6 +80,9 @@ pub enum DiscoveryError {
 
 pub struct OidcLogin {
     client: DiscoveredClient,
+    client_secret: Option<ClientSecret>,
+    signing_keys: SigningKeys,
+    signing_algs: Vec<CoreJwsSigningAlgorithm>,
     http: reqwest::Client,
     issuer: IssuerUrl,
     scopes: Vec<Scope>,
@@ -106,14 +110,19 @@ impl OidcLogin {
             .as_ref()
             .map(|secret| ClientSecret::new(secret.expose().to_owned()));
         let redirect = RedirectUrl::from_url(redirect_url.clone());
+        let signing_keys = SigningKeys::new(metadata.jwks_uri().clone(), metadata.jwks().clone());
+        let signing_algs = metadata.id_token_signing_alg_values_supported().clone();
         let client = CoreClient::from_provider_metadata(
             metadata,
             ClientId::new(settings.client_id.clone()),
-            secret,
+            secret.clone(),
         )
         .set_redirect_uri(redirect);
         Ok(Self {
             client,
+            client_secret: secret,
+            signing_keys,
+            signing_algs,
             http,
             provider: issuer.url().host_str().unwrap_or("oidc").to_owned(),
             issuer,
@@ -174,18 +183,34 @@ impl OidcLogin {
             .id_token()
             .ok_or_else(|| LoginError::new(LoginFailure::IdToken, "no id_token in response"))?;
         let nonce = Nonce::new(login.nonce.clone());
-        let claims = id_token
-            .claims(&self.id_token_verifier(), &nonce)
+        let mut verified = id_token.claims(&self.id_token_verifier(), &nonce);
+        if is_unknown_key(&verified) && self.signing_keys.refresh(&self.http).await {
+            verified = id_token.claims(&self.id_token_verifier(), &nonce);
+        }
+        let claims = verified
             .map_err(|error| LoginError::new(LoginFailure::IdToken, error_chain(&error)))?;
         self.check_issuer_and_azp(claims)?;
         let profile = self.profile(claims, response.access_token()).await;
         self.user_from(claims, profile)
     }
 
+    /// Builds the verifier from the current signing keys, which may have been
+    /// refreshed since discovery.
     fn id_token_verifier(&self) -> CoreIdTokenVerifier<'_> {
+        let client_id = self.client.client_id().clone();
+        let keys = self.signing_keys.current();
+        let verifier = match &self.client_secret {
+            Some(secret) => CoreIdTokenVerifier::new_confidential_client(
+                client_id,
+                secret.clone(),
+                self.issuer.clone(),
+                keys,
+            ),
+            None => CoreIdTokenVerifier::new_public_client(client_id, self.issuer.clone(), keys),
+        };
         let google = self.issuer.as_str() == GOOGLE_ISSUER;
-        self.client
-            .id_token_verifier()
+        verifier
+            .set_allowed_algs(self.signing_algs.clone())
             .require_issuer_match(!google)
             .set_time_fn(|| chrono::Utc::now() - CLOCK_LEEWAY)
     }
@@ -299,6 +324,15 @@ where
         _ => LoginFailure::ProviderUnavailable,
     };
     LoginError::new(reason, error_chain(error))
+}
+
+fn is_unknown_key<T>(result: &Result<T, ClaimsVerificationError>) -> bool {
+    matches!(
+        result,
+        Err(ClaimsVerificationError::SignatureVerification(
+            SignatureVerificationError::NoMatchingKey
+        ))
+    )
 }
 
 /// Detects an OAuth error body (`{"error": ...}`). Some providers send it with HTTP

@@ -34,11 +34,11 @@ fn has_dot_segment(next: &str) -> bool {
         .any(|segment| segment == "." || segment == "..")
 }
 
-/// Rejects percent-encoded slashes, backslashes and control bytes, which some
+/// Rejects percent-encoded slashes, backslashes, dots and control bytes, which some
 /// proxies and frameworks decode before redirecting.
 fn contains_encoded_separator(next: &str) -> bool {
     let lower = next.to_ascii_lowercase();
-    ["%2f", "%5c", "%00", "%09", "%0a", "%0d"]
+    ["%2f", "%5c", "%2e", "%00", "%09", "%0a", "%0d"]
         .iter()
         .any(|encoded| lower.contains(encoded))
 }
@@ -69,6 +69,7 @@ mod tests {
             "nixtla",
             "/.//evil.example",
             "/a/../b",
+            "/.%2E/evil.example",
             "/caf\u{e9}",
         ];
         for case in cases {

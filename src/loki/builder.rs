@@ -342,10 +342,16 @@ impl LokiBuilder {
 /// Appends the push path to a base URL, unless it is already there.
 fn push_url(base_url: &str) -> Result<reqwest::Url, ConfigError> {
     let invalid = |reason: String| ConfigError::InvalidUrl {
-        url: base_url.to_owned(),
+        url: redact_userinfo(base_url),
         reason,
     };
     let mut url = reqwest::Url::parse(base_url.trim()).map_err(|e| invalid(e.to_string()))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        // Credentials in the URL would end up in every warning that names it.
+        return Err(invalid(
+            "set LOKI_USERNAME and LOKI_PASSWORD instead of credentials in the URL".into(),
+        ));
+    }
     if !matches!(url.scheme(), "http" | "https") {
         return Err(invalid("the scheme must be http or https".into()));
     }
@@ -359,9 +365,37 @@ fn push_url(base_url: &str) -> Result<reqwest::Url, ConfigError> {
     Ok(url)
 }
 
+/// Replaces anything between `://` and the next `@` of the authority with
+/// `[redacted]`, so error messages never echo a password.
+fn redact_userinfo(raw: &str) -> String {
+    let Some(scheme_end) = raw.find("://").map(|index| index + 3) else {
+        return raw.to_owned();
+    };
+    let authority_end = raw[scheme_end..]
+        .find(['/', '?', '#'])
+        .map_or(raw.len(), |index| scheme_end + index);
+    match raw[scheme_end..authority_end].rfind('@') {
+        Some(at) => format!(
+            "{}[redacted]{}",
+            &raw[..scheme_end],
+            &raw[scheme_end + at..]
+        ),
+        None => raw.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_in_url_are_rejected_without_echo() {
+        let error = push_url("http://admin:SuperSecretPw@loki:3100").unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("LOKI_USERNAME"), "{message}");
+        assert!(!message.contains("SuperSecretPw"), "{message}");
+        assert!(message.contains("http://[redacted]@loki:3100"), "{message}");
+    }
 
     #[test]
     fn push_path_is_appended_once() {

@@ -53,7 +53,7 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct LokiArgs {
     /// Loki base URL, for example http://loki:3100; /loki/api/v1/push is appended.
-    #[arg(long = "loki-url", env = "LOKI_URL")]
+    #[arg(long = "loki-url", env = "LOKI_URL", hide_env_values = true)]
     pub url: Option<String>,
 
     /// Tenant sent as the X-Scope-OrgID header.

@@ -130,9 +130,17 @@ async fn complete_login(
     query: &CallbackQuery,
     jar: &CookieJar,
 ) -> Result<(SignedInUser, String), LoginError> {
-    let pending = login_state::take(jar, &state.cookie_key)
-        .ok_or_else(|| LoginError::new(LoginFailure::LoginExpired, "no valid login cookie"))?;
+    let Some(pending) = login_state::read(jar, &state.cookie_key) else {
+        if jar.get(login_state::COOKIE_NAME).is_some() {
+            login_state::remove(jar);
+        }
+        return Err(LoginError::new(
+            LoginFailure::LoginExpired,
+            "no valid login cookie",
+        ));
+    };
     if pending.is_expired() {
+        login_state::remove(jar);
         return Err(LoginError::new(
             LoginFailure::LoginExpired,
             "login cookie expired",
@@ -145,6 +153,7 @@ async fn complete_login(
             "state does not match",
         ));
     }
+    login_state::remove(jar);
     if let Some(error) = &query.error {
         return Err(provider_error(error));
     }

@@ -21,12 +21,23 @@ pub struct TestProvider {
 impl TestProvider {
     /// Starts the provider with `redirect_uri` registered for the test client.
     pub fn spawn(redirect_uri: &str) -> Self {
+        Self::spawn_on(0, redirect_uri)
+    }
+
+    /// Starts the provider on `port` (0 picks a free one).
+    pub fn spawn_on(port: u16, redirect_uri: &str) -> Self {
         let script = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/support/node/oidc-provider.mjs"
         );
         let mut child = Command::new("node")
-            .args([script, "--port", "0", "--redirect-uri", redirect_uri])
+            .args([
+                script,
+                "--port",
+                &port.to_string(),
+                "--redirect-uri",
+                redirect_uri,
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
