@@ -8,6 +8,7 @@
 pub mod format;
 mod json;
 mod json_layer;
+pub mod stdout;
 
 use std::time::Duration;
 
@@ -19,6 +20,10 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::loki::{Labels, LokiArgs, LokiHandle, LokiLayer};
 pub use json_layer::{JsonLayer, write_line};
+use stdout::NonBlockingStdout;
+
+/// Time allowed at shutdown for queued stdout lines to be written.
+const STDOUT_FLUSH_LIMIT: Duration = Duration::from_secs(2);
 
 /// The `service_name` stream label.
 pub const SERVICE_NAME: &str = "nixtla";
@@ -65,6 +70,7 @@ impl TelemetryArgs {
 #[derive(Debug, Clone, Default)]
 pub struct Telemetry {
     loki: Option<LokiHandle>,
+    stdout: Option<NonBlockingStdout>,
 }
 
 impl Telemetry {
@@ -73,6 +79,9 @@ impl Telemetry {
     pub fn render_metrics(&self, out: &mut String) {
         if let Some(loki) = &self.loki {
             loki.render_metrics(out);
+        }
+        if let Some(stdout) = &self.stdout {
+            stdout.render_metrics(out);
         }
     }
 
@@ -97,10 +106,17 @@ impl Telemetry {
 
     /// Stops the shipper: entries logged from now on are not shipped, and
     /// queued ones are pushed until `deadline`. Writes the delivered and lost
-    /// counts to stdout. Does nothing when Loki shipping is off.
+    /// counts to stdout. Then waits up to 2 s for queued stdout lines.
     pub async fn shutdown(self, deadline: Duration) {
         if let Some(loki) = self.loki {
             loki.shutdown(deadline).await;
+        }
+        if let Some(stdout) = self.stdout {
+            // The Loki report above is written directly; queued lines follow it.
+            let flushed = tokio::task::spawn_blocking(move || stdout.flush(STDOUT_FLUSH_LIMIT));
+            if !matches!(flushed.await, Ok(true)) {
+                eprintln!("nixtla: stdout did not drain within {STDOUT_FLUSH_LIMIT:?}");
+            }
         }
     }
 }
@@ -116,10 +132,11 @@ pub fn init(args: &TelemetryArgs) -> anyhow::Result<Telemetry> {
         .from_env()
         .context("invalid RUST_LOG")?;
     let format = args.format();
-    let (loki_layer, loki) = start_loki(args, format)?;
+    let stdout = NonBlockingStdout::start().context("failed to start the stdout writer")?;
+    let (loki_layer, loki) = start_loki(args, format, &stdout)?;
 
     let json_stdout = match (format, &loki_layer) {
-        (LogFormat::Json, None) => Some(JsonLayer::new(std::io::stdout)),
+        (LogFormat::Json, None) => Some(JsonLayer::new(stdout.clone())),
         _ => None,
     };
     let pretty_stdout = (format == LogFormat::Pretty).then(tracing_subscriber::fmt::layer);
@@ -130,13 +147,17 @@ pub fn init(args: &TelemetryArgs) -> anyhow::Result<Telemetry> {
         .with(pretty_stdout)
         .try_init()
         .context("failed to install the tracing subscriber")?;
-    Ok(Telemetry { loki })
+    Ok(Telemetry {
+        loki,
+        stdout: Some(stdout),
+    })
 }
 
 /// Builds the Loki layer and spawns its task, when a URL is configured.
 fn start_loki(
     args: &TelemetryArgs,
     format: LogFormat,
+    stdout: &NonBlockingStdout,
 ) -> anyhow::Result<(Option<LokiLayer>, Option<LokiHandle>)> {
     let mut labels = Labels::new();
     labels.insert("service_name", SERVICE_NAME)?;
@@ -147,7 +168,8 @@ fn start_loki(
         return Ok((None, None));
     };
     if format == LogFormat::Json {
-        builder = builder.mirror(|line| write_line(std::io::stdout().lock(), line));
+        let stdout = stdout.clone();
+        builder = builder.mirror(move |line| stdout.write_line(line));
     }
     let runtime = tokio::runtime::Handle::try_current()
         .context("Loki shipping needs a Tokio runtime: call telemetry::init inside one")?;
