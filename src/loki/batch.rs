@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::telemetry::FieldValues;
+
 /// Appended to a line that was cut to the maximum line size.
 pub const TRUNCATION_MARKER: &str = "…[truncated]";
 
@@ -27,27 +29,17 @@ pub struct Entry {
     /// The log line, at most the maximum line size.
     pub line: String,
     /// Structured metadata as (name, value) pairs.
-    pub metadata: Vec<(&'static str, String)>,
+    pub metadata: FieldValues,
 }
 
 impl Entry {
     /// Returns the bytes this entry is charged in the queue and in a batch: its
     /// text plus an estimate of the protobuf framing, close to its encoded size.
     pub fn cost(&self) -> usize {
-        let pairs = self
-            .metadata
-            .iter()
-            .map(|(name, value)| (name.len(), value.len()));
-        entry_cost(self.line.len(), pairs)
+        let names: usize = self.metadata.iter().map(|(name, _)| name.len()).sum();
+        let metadata = names + self.metadata.text_len() + self.metadata.len() * PAIR_FRAMING_BYTES;
+        self.line.len() + metadata + ENTRY_FRAMING_BYTES
     }
-}
-
-/// Computes an entry's cost from the length of its line and metadata pairs.
-pub fn entry_cost(line_len: usize, pairs: impl Iterator<Item = (usize, usize)>) -> usize {
-    let metadata: usize = pairs
-        .map(|(name, value)| name + value + PAIR_FRAMING_BYTES)
-        .sum();
-    line_len + metadata + ENTRY_FRAMING_BYTES
 }
 
 /// Cuts `line` at a character boundary so that, with [`TRUNCATION_MARKER`]
@@ -64,17 +56,6 @@ pub fn truncate_line(line: &mut String, max_bytes: usize) -> bool {
     line.truncate(cut);
     line.push_str(TRUNCATION_MARKER);
     true
-}
-
-/// Cuts a metadata value at a character boundary to at most `max_bytes`.
-pub fn truncate_value(value: &mut String, max_bytes: usize) {
-    if value.len() > max_bytes {
-        let mut cut = max_bytes;
-        while !value.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        value.truncate(cut);
-    }
 }
 
 /// The entries of one stream within a batch.
@@ -190,7 +171,7 @@ mod tests {
         Entry {
             timestamp_ns,
             line: line.to_owned(),
-            metadata: Vec::new(),
+            metadata: FieldValues::default(),
         }
     }
 
@@ -305,16 +286,9 @@ mod tests {
     }
 
     #[test]
-    fn value_truncation_keeps_char_boundary() {
-        let mut value = "日本語".to_owned();
-        truncate_value(&mut value, 4);
-        assert_eq!(value, "日");
-    }
-
-    #[test]
     fn cost_counts_line_and_metadata() {
         let mut with_metadata = entry(0, "abc");
-        with_metadata.metadata.push(("user_id", "u-1".into()));
+        with_metadata.metadata.push("user_id", "u-1");
         assert_eq!(entry(0, "abc").cost(), 3 + ENTRY_FRAMING_BYTES);
         assert_eq!(
             with_metadata.cost(),

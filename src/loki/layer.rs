@@ -18,7 +18,7 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
-use super::batch::{Entry, truncate_line, truncate_value};
+use super::batch::{Entry, truncate_line};
 use super::diag::{Value, WarnKind};
 use super::metrics::DropReason;
 use super::worker::Shared;
@@ -139,9 +139,7 @@ impl LokiLayer {
             self.shared.metrics.truncated();
         }
         let mut metadata = record.fields;
-        for (_, value) in &mut metadata {
-            truncate_value(value, MAX_METADATA_VALUE_BYTES);
-        }
+        metadata.truncate_values(MAX_METADATA_VALUE_BYTES);
         Some(Entry {
             timestamp_ns: record.timestamp_ns,
             line,
@@ -170,8 +168,13 @@ impl LokiLayer {
 }
 
 fn is_http_stack(target: &str) -> bool {
-    let crate_name = target.split("::").next().unwrap_or(target);
-    HTTP_STACK_CRATES.contains(&crate_name)
+    // Compared by prefix, because splitting the target costs more than the
+    // rest of this check on every event.
+    HTTP_STACK_CRATES.iter().any(|name| {
+        target
+            .strip_prefix(name)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    })
 }
 
 #[cfg(test)]

@@ -20,7 +20,8 @@ use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
-use super::json::JsonEscaper;
+use super::FieldValues;
+use super::json::{JsonEscaper, write_i64, write_u64};
 pub use super::json::{now_ns, write_json_str, write_json_str_body, write_rfc3339_nanos};
 
 /// Target of the events that `tracing-log` makes from `log` crate records.
@@ -41,7 +42,7 @@ pub struct Record {
     pub line: String,
     /// Values of the requested fields, as plain strings, in the order the
     /// names were requested. A field that is absent is left out.
-    pub fields: Vec<(&'static str, String)>,
+    pub fields: FieldValues,
 }
 
 /// A span field value kept in the span's extensions until its events need it.
@@ -144,6 +145,10 @@ struct Scratch {
     message: String,
     fields: String,
     seen: Vec<&'static str>,
+    /// Requested fields found so far: position in the request, name, and
+    /// the value's range in `found_text`.
+    found: Vec<(usize, &'static str, usize, usize)>,
+    found_text: String,
 }
 
 thread_local! {
@@ -187,17 +192,19 @@ where
     scratch.fields.clear();
     scratch.seen.clear();
     scratch.seen.extend_from_slice(&HEADER_KEYS);
+    scratch.found.clear();
+    scratch.found_text.clear();
 
     let metadata = event.metadata();
-    let mut fields = Vec::with_capacity(wanted.len());
-    if wanted.contains(&"level") {
-        fields.push(("level", metadata.level().as_str().to_owned()));
+    if let Some(position) = position_of(wanted, "level") {
+        scratch.found_text.push_str(metadata.level().as_str());
+        let end = scratch.found_text.len();
+        scratch.found.push((position, "level", 0, end));
     }
 
     let mut visitor = EventVisitor {
         scratch,
         wanted,
-        fields: &mut fields,
         log_target: None,
         from_log_crate: metadata.target() == LOG_CRATE_TARGET,
     };
@@ -213,7 +220,7 @@ where
             }
         }
     }
-    order_like(&mut fields, wanted);
+    let fields = take_in_requested_order(scratch);
 
     let target = match log_target {
         Some(target) => Cow::Owned(target),
@@ -245,15 +252,36 @@ fn assemble_line(scratch: &Scratch, timestamp_ns: i64, level: &str, target: &str
     line
 }
 
-/// Sorts the extracted fields into the order of `wanted`.
-fn order_like(fields: &mut [(&'static str, String)], wanted: &[&'static str]) {
-    fields.sort_by_key(|(name, _)| wanted.iter().position(|w| w == name));
+/// Copies the found fields out, in the order they were requested.
+fn take_in_requested_order(scratch: &mut Scratch) -> FieldValues {
+    scratch
+        .found
+        .sort_unstable_by_key(|(position, _, _, _)| *position);
+    let mut fields = FieldValues::with_capacity(scratch.found.len(), scratch.found_text.len());
+    for &(_, name, start, end) in &scratch.found {
+        fields.push(name, &scratch.found_text[start..end]);
+    }
+    fields
+}
+
+/// Compares two field names. Names usually differ in length or first byte,
+/// and names from one callsite share a pointer, so the full comparison is
+/// rarely needed.
+fn same_name(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && (a.as_ptr() == b.as_ptr() || (a.as_bytes().first() == b.as_bytes().first() && a == b))
+}
+
+/// Returns where `name` is in `names`.
+fn position_of(names: &[&'static str], name: &str) -> Option<usize> {
+    names
+        .iter()
+        .position(|candidate| same_name(candidate, name))
 }
 
 struct EventVisitor<'a> {
     scratch: &'a mut Scratch,
     wanted: &'a [&'static str],
-    fields: &'a mut Vec<(&'static str, String)>,
     log_target: Option<String>,
     /// Whether the event is a `log` crate record, whose `log.*` fields are
     /// metadata of the record rather than fields.
@@ -263,7 +291,9 @@ struct EventVisitor<'a> {
 impl EventVisitor<'_> {
     /// Starts a new key and returns whether the field should be written.
     fn begin(&mut self, name: &'static str) -> bool {
-        if self.scratch.seen.contains(&name) || (self.from_log_crate && name.starts_with("log.")) {
+        if position_of(&self.scratch.seen, name).is_some()
+            || (self.from_log_crate && name.starts_with("log."))
+        {
             return false;
         }
         self.scratch.seen.push(name);
@@ -273,26 +303,44 @@ impl EventVisitor<'_> {
         true
     }
 
-    fn keep_if_wanted(&mut self, name: &'static str, value: impl FnOnce() -> String) {
-        if self.wanted.contains(&name) {
-            self.fields.push((name, value()));
+    /// Keeps `value` for [`Record::fields`] when `name` was requested.
+    fn keep_if_wanted(&mut self, name: &'static str, value: &str) {
+        if let Some(position) = position_of(self.wanted, name) {
+            let start = self.scratch.found_text.len();
+            self.scratch.found_text.push_str(value);
+            let end = self.scratch.found_text.len();
+            self.scratch.found.push((position, name, start, end));
         }
     }
 
     fn add_str(&mut self, name: &'static str, value: &str) {
         if self.begin(name) {
             write_json_str(&mut self.scratch.fields, value);
-            self.keep_if_wanted(name, || value.to_owned());
+            self.keep_if_wanted(name, value);
         }
     }
 
     fn add_number(&mut self, name: &'static str, value: impl fmt::Display) {
+        self.add_raw(name, |out| {
+            let _ = write!(out, "{value}");
+        });
+    }
+
+    /// Writes a value that needs no quoting or escaping, such as a number.
+    fn add_raw(&mut self, name: &'static str, write_value: impl FnOnce(&mut String)) {
         if self.begin(name) {
             let start = self.scratch.fields.len();
-            let _ = write!(self.scratch.fields, "{value}");
-            let text = &self.scratch.fields[start..];
-            if self.wanted.contains(&name) {
-                self.fields.push((name, text.to_owned()));
+            write_value(&mut self.scratch.fields);
+            if let Some(position) = position_of(self.wanted, name) {
+                let Scratch {
+                    fields,
+                    found,
+                    found_text,
+                    ..
+                } = &mut *self.scratch;
+                let text_start = found_text.len();
+                found_text.push_str(&fields[start..]);
+                found.push((position, name, text_start, found_text.len()));
             }
         }
     }
@@ -339,10 +387,17 @@ impl Visit for EventVisitor<'_> {
             return;
         }
         self.scratch.fields.push('"');
-        if self.wanted.contains(&name) {
-            let text = format!("{value:?}");
-            write_json_str_body(&mut self.scratch.fields, &text);
-            self.fields.push((name, text));
+        if let Some(position) = position_of(self.wanted, name) {
+            let Scratch {
+                fields,
+                found,
+                found_text,
+                ..
+            } = &mut *self.scratch;
+            let start = found_text.len();
+            let _ = write!(found_text, "{value:?}");
+            write_json_str_body(fields, &found_text[start..]);
+            found.push((position, name, start, found_text.len()));
         } else {
             let _ = write!(JsonEscaper(&mut self.scratch.fields), "{value:?}");
         }
@@ -357,10 +412,10 @@ impl Visit for EventVisitor<'_> {
         self.add_str(field.name(), &error_chain(value));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.add_number(field.name(), value);
+        self.add_raw(field.name(), |out| write_i64(out, value));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.add_number(field.name(), value);
+        self.add_raw(field.name(), |out| write_u64(out, value));
     }
     fn record_i128(&mut self, field: &Field, value: i128) {
         self.add_number(field.name(), value);
@@ -372,7 +427,9 @@ impl Visit for EventVisitor<'_> {
         self.add_f64(field.name(), value);
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.add_number(field.name(), value);
+        self.add_raw(field.name(), |out| {
+            out.push_str(if value { "true" } else { "false" })
+        });
     }
 }
 

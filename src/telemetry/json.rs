@@ -73,8 +73,25 @@ pub fn write_json_str(out: &mut String, value: &str) {
 
 /// Writes `value` JSON-escaped, without the surrounding quotes.
 pub fn write_json_str_body(out: &mut String, value: &str) {
+    let bytes = value.as_bytes();
     let mut plain_from = 0;
-    for (index, byte) in value.bytes().enumerate() {
+    let mut index = 0;
+    while index < bytes.len() {
+        // Most text needs no escaping, so eight bytes are checked at a time.
+        // A shorter tail is padded with spaces, which need no escaping.
+        let word = match bytes.get(index..index + 8) {
+            Some(chunk) => u64::from_le_bytes(chunk.try_into().expect("an 8-byte slice")),
+            None => {
+                let mut padded = [b' '; 8];
+                padded[..bytes.len() - index].copy_from_slice(&bytes[index..]);
+                u64::from_le_bytes(padded)
+            }
+        };
+        if !word_needs_escape(word) {
+            index += 8;
+            continue;
+        }
+        let byte = bytes[index];
         let escape = match byte {
             b'"' => "\\\"",
             b'\\' => "\\\\",
@@ -82,7 +99,10 @@ pub fn write_json_str_body(out: &mut String, value: &str) {
             b'\r' => "\\r",
             b'\t' => "\\t",
             0x00..=0x1f => "",
-            _ => continue,
+            _ => {
+                index += 1;
+                continue;
+            }
         };
         out.push_str(&value[plain_from..index]);
         if escape.is_empty() {
@@ -90,9 +110,45 @@ pub fn write_json_str_body(out: &mut String, value: &str) {
         } else {
             out.push_str(escape);
         }
-        plain_from = index + 1;
+        index += 1;
+        plain_from = index;
     }
     out.push_str(&value[plain_from..]);
+}
+
+/// Returns whether any byte of `word` is `"`, `\` or a control character
+/// below 0x20, with the "has a byte less than n" and "has a zero byte" bit
+/// tricks. Bytes of 0x80 and above (UTF-8 sequences) never match.
+fn word_needs_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+    let has_byte_below = |w: u64, n: u64| w.wrapping_sub(ONES * n) & !w & HIGH_BITS != 0;
+    let quote = word ^ (ONES * u64::from(b'"'));
+    let backslash = word ^ (ONES * u64::from(b'\\'));
+    has_byte_below(word, 0x20) || has_byte_below(quote, 1) || has_byte_below(backslash, 1)
+}
+
+/// Appends the decimal digits of `value`, without the `fmt` machinery.
+pub fn write_u64(out: &mut String, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&digits[start..]).expect("only ASCII digits were written"));
+}
+
+/// Appends the decimal digits of `value`, with a leading `-` when negative.
+pub fn write_i64(out: &mut String, value: i64) {
+    if value < 0 {
+        out.push('-');
+    }
+    write_u64(out, value.unsigned_abs());
 }
 
 /// A `fmt::Write` adapter that JSON-escapes everything written through it.
@@ -102,5 +158,42 @@ impl fmt::Write for JsonEscaper<'_> {
     fn write_str(&mut self, text: &str) -> fmt::Result {
         write_json_str_body(self.0, text);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_matches_serde_json_at_every_offset() {
+        let specials = [
+            '"', '\\', '\n', '\r', '\t', '\u{0}', '\u{1f}', 'é', ' ', '\u{7f}',
+        ];
+        for special in specials {
+            for offset in 0..20 {
+                let mut text = "a".repeat(offset);
+                text.push(special);
+                text.push_str(&"b".repeat(19 - offset));
+                let mut out = String::new();
+                write_json_str(&mut out, &text);
+                let expected = serde_json::to_string(&text).unwrap();
+                assert_eq!(out, expected, "{text:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn integers_match_display() {
+        for value in [0, 7, 10, 99, 1_000_000, u64::MAX] {
+            let mut out = String::new();
+            write_u64(&mut out, value);
+            assert_eq!(out, value.to_string());
+        }
+        for value in [0, -1, -10, i64::MIN, i64::MAX] {
+            let mut out = String::new();
+            write_i64(&mut out, value);
+            assert_eq!(out, value.to_string());
+        }
     }
 }

@@ -5,6 +5,7 @@
 //! renders the shipper's metrics, reports its readiness and flushes it at
 //! shutdown. The level filter comes from `RUST_LOG` and defaults to `info`.
 
+mod field_values;
 pub mod format;
 mod json;
 mod json_layer;
@@ -19,6 +20,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::loki::{Labels, LokiArgs, LokiHandle, LokiLayer};
+pub use field_values::FieldValues;
 pub use json_layer::{JsonLayer, write_line};
 use stdout::NonBlockingStdout;
 

@@ -3,13 +3,15 @@ use std::time::{Duration, Instant};
 
 use super::super::batch::{Batcher, Entry};
 use super::*;
+use crate::telemetry::FieldValues;
+use prost::Message as _;
 
 fn one_entry_batch() -> Batch {
     let mut batcher = Batcher::new(1 << 20, Duration::from_secs(1));
     let entry = Entry {
         timestamp_ns: 1_000_000_002,
         line: "hi".into(),
-        metadata: vec![("k", "v".into())],
+        metadata: vec![("k", "v")].into(),
     };
     batcher.push(&Arc::from("{a=\"b\"}"), entry, Instant::now());
     batcher.take().unwrap()
@@ -77,11 +79,13 @@ fn large_batch_round_trips() {
         let entry = Entry {
             timestamp_ns: 1_700_000_000_000_000_000 + index,
             line: format!("{{\"message\":\"event {index}\"}}"),
-            metadata: vec![("user_id", format!("u-{}", index % 7))],
+            metadata: vec![("user_id", format!("u-{}", index % 7))].into(),
         };
         assert!(batcher.push(&stream, entry, now).is_none());
     }
-    let encoded = Encoder::default().encode_batch(batcher.take().unwrap());
+    let batch = batcher.take().unwrap();
+    let expected = into_request(batch.clone());
+    let encoded = Encoder::default().encode_batch(batch);
     assert!(
         encoded.body.len() < encoded.raw_bytes,
         "snappy should shrink repeated text"
@@ -90,7 +94,7 @@ fn large_batch_round_trips() {
         .decompress_vec(&encoded.body)
         .unwrap();
     let decoded = PushRequest::decode(raw.as_slice()).unwrap();
-    assert_eq!(decoded, encoded.request);
+    assert_eq!(decoded, expected);
     assert_eq!(decoded.streams[0].entries.len(), 1000);
     assert_eq!(
         decoded.streams[0].entries[999].line,
@@ -108,7 +112,7 @@ fn split_halves_keep_order_and_streams() {
         let entry = |ts| Entry {
             timestamp_ns: ts,
             line: format!("line {ts}"),
-            metadata: Vec::new(),
+            metadata: FieldValues::default(),
         };
         batcher.push(&first, entry(index), now);
         batcher.push(&second, entry(100 + index), now);
@@ -124,9 +128,13 @@ fn split_halves_keep_order_and_streams() {
     assert_eq!(left.cost + right.cost, whole_cost);
 
     let lines = |batch: &EncodedBatch| -> Vec<(String, String)> {
-        let streams = batch.request.streams.iter();
+        let streams = batch.streams.iter();
         streams
-            .flat_map(|s| s.entries.iter().map(|e| (s.labels.clone(), e.line.clone())))
+            .flat_map(|s| {
+                s.entries
+                    .iter()
+                    .map(|e| (s.labels.to_string(), e.line.clone()))
+            })
             .collect()
     };
     let expected_left = [
@@ -157,16 +165,16 @@ fn split_inside_a_stream() {
         let entry = Entry {
             timestamp_ns: index,
             line: index.to_string(),
-            metadata: Vec::new(),
+            metadata: FieldValues::default(),
         };
         batcher.push(&stream, entry, Instant::now());
     }
     let mut encoder = Encoder::default();
     let whole = encoder.encode_batch(batcher.take().unwrap());
     let (left, right) = encoder.split(whole).unwrap();
-    assert_eq!(left.request.streams[0].entries.len(), 2);
-    assert_eq!(right.request.streams[0].entries.len(), 3);
-    assert_eq!(right.request.streams[0].labels, "{s=\"1\"}");
+    assert_eq!(left.streams[0].entries.len(), 2);
+    assert_eq!(right.streams[0].entries.len(), 3);
+    assert_eq!(&*right.streams[0].labels, "{s=\"1\"}");
 }
 
 #[test]
@@ -174,4 +182,55 @@ fn single_entry_cannot_split() {
     let mut encoder = Encoder::default();
     let single = encoder.encode_batch(one_entry_batch());
     assert!(encoder.split(single).is_err());
+}
+
+#[test]
+fn direct_encoding_matches_prost() {
+    let mut batcher = Batcher::new(1 << 20, Duration::from_secs(1));
+    let first: Arc<str> = Arc::from("{service_name=\"nixtla\"}");
+    let second: Arc<str> = Arc::from("");
+    let now = Instant::now();
+    let cases = [
+        (0, String::new(), vec![]),
+        (
+            -1,
+            "before the epoch".to_owned(),
+            vec![("user_id", String::new())],
+        ),
+        (
+            1_000_000_000,
+            "x".repeat(200),
+            vec![("level", "INFO".to_owned())],
+        ),
+        (
+            1_764_000_000_123_456_789,
+            "é".repeat(10_000),
+            vec![
+                ("user_id", "u-1".to_owned()),
+                ("route", "/nixtla".to_owned()),
+            ],
+        ),
+        (
+            i64::MIN,
+            "minimum".to_owned(),
+            vec![("event", "x".repeat(300))],
+        ),
+    ];
+    for (index, (timestamp_ns, line, metadata)) in cases.into_iter().enumerate() {
+        let stream = if index % 2 == 0 { &first } else { &second };
+        let entry = Entry {
+            timestamp_ns,
+            line,
+            metadata: metadata.into(),
+        };
+        assert!(batcher.push(stream, entry, now).is_none());
+    }
+    let batch = batcher.take().unwrap();
+    let expected = into_request(batch.clone()).encode_to_vec();
+    let encoded = Encoder::default().encode_batch(batch);
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(&encoded.body)
+        .unwrap();
+    assert_eq!(raw.len(), encoded.raw_bytes);
+    assert_eq!(raw, expected);
 }
