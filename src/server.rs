@@ -11,7 +11,7 @@ use poem::{
 
 use crate::{
     app::{self, AppState},
-    auth::{LoginBackend, oidc::OidcLogin, session::Sessions},
+    auth::{LoginBackend, dev_login, oidc::OidcLogin, session::Sessions},
     config::{AppConfig, LoginMode, ServeArgs},
     http_metrics::HttpMetrics,
     telemetry::{self, Telemetry},
@@ -53,7 +53,7 @@ async fn run(config: AppConfig, telemetry: Telemetry) -> anyhow::Result<()> {
         config: config.clone(),
         login,
         cookie_key,
-        sessions: Sessions::new(config.session_ttl),
+        sessions: sessions(&config),
         telemetry,
         http_metrics: HttpMetrics::default(),
     });
@@ -73,6 +73,21 @@ async fn run(config: AppConfig, telemetry: Telemetry) -> anyhow::Result<()> {
         .context("server failed")?;
     tracing::info!("server stopped");
     Ok(())
+}
+
+fn sessions(config: &AppConfig) -> Sessions {
+    match &config.login {
+        LoginMode::Oidc(settings) => Sessions::new(
+            config.session_ttl,
+            settings.issuer.clone(),
+            settings.allowed_email_domains.clone(),
+        ),
+        LoginMode::Development => Sessions::new(
+            config.session_ttl,
+            dev_login::PROVIDER.to_owned(),
+            Vec::new(),
+        ),
+    }
 }
 
 async fn login_backend(config: &AppConfig) -> anyhow::Result<LoginBackend> {

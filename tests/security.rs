@@ -432,3 +432,62 @@ async fn unknown_methods_share_one_label() {
         .await;
     assert_eq!(logged["method"], "other");
 }
+
+#[tokio::test]
+async fn cookie_from_other_settings_is_signed_out() {
+    let (app, provider) = spawn_with_provider(&[]).await;
+    let response = sign_in(&browser_like_client(), &app).await;
+    let oidc_cookie = session_cookie(&response);
+
+    let strict_env = [
+        ("OIDC_ISSUER", provider.issuer.as_str()),
+        ("OAUTH_CLIENT_ID", CLIENT_ID),
+        ("OAUTH_CLIENT_SECRET", CLIENT_SECRET),
+        ("SESSION_KEY", TEST_SESSION_KEY),
+        ("ALLOWED_EMAIL_DOMAINS", "example.org"),
+    ];
+    let strict = TestApp::spawn_on(free_port(), &strict_env).await;
+    let dev = TestApp::spawn_on(free_port(), &[("SESSION_KEY", TEST_SESSION_KEY)]).await;
+    let form = [("name", "Mallory"), ("email", "m@example.com")];
+    let dev_response = browser_like_client()
+        .post(dev.url("/login"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    let dev_cookie = session_cookie(&dev_response);
+
+    let plain = reqwest::Client::new();
+    let same = plain
+        .get(app.url("/api/me"))
+        .header("cookie", &oidc_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        same.status(),
+        200,
+        "the issuing instance must accept its cookie"
+    );
+    let tightened = plain
+        .get(strict.url("/api/me"))
+        .header("cookie", &oidc_cookie)
+        .send()
+        .await;
+    assert_eq!(
+        tightened.unwrap().status(),
+        401,
+        "allow-list not applied to existing sessions"
+    );
+    let foreign = plain
+        .get(app.url("/api/me"))
+        .header("cookie", &dev_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        foreign.status(),
+        401,
+        "a development session was accepted by a real instance"
+    );
+}

@@ -33,12 +33,9 @@ impl DevLoginForm {
             return Err(invalid("email must look like name@domain"));
         }
         let sub = format!("dev:{email}");
-        Ok(SignedInUser::from_claims(
-            &sub,
-            Some(&name),
-            None,
-            Some(&email),
-        ))
+        let mut user = SignedInUser::from_claims(&sub, Some(&name), None, Some(&email));
+        user.issuer = PROVIDER.to_owned();
+        Ok(user)
     }
 }
 

@@ -288,7 +288,8 @@ impl OidcLogin {
                 profile.and_then(|p| p.email_verified()),
             ),
         };
-        let user = SignedInUser::from_claims(claims.subject(), name, given_name, email);
+        let mut user = SignedInUser::from_claims(claims.subject(), name, given_name, email);
+        user.issuer = self.issuer.as_str().to_owned();
         self.check_email(&user, verified)?;
         Ok(user)
     }

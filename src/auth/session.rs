@@ -27,6 +27,10 @@ pub struct SignedInUser {
     pub sid: String,
     /// The provider's stable subject identifier (`sub`).
     pub sub: String,
+    /// Who vouched for the user: the OIDC issuer URL, or `development`. A session
+    /// is only valid on an instance configured with the same issuer.
+    #[serde(default)]
+    pub issuer: String,
     pub name: String,
     pub email: Option<String>,
     /// Seconds since the Unix epoch.
@@ -52,6 +56,7 @@ impl SignedInUser {
         Self {
             sid: new_session_id(),
             sub: sub.to_owned(),
+            issuer: String::new(),
             name,
             email: email
                 .filter(|email| email.len() <= EMAIL_MAX_BYTES)
@@ -80,27 +85,42 @@ pub fn clean_display_name(raw: &str) -> String {
         .collect()
 }
 
-/// Session rules shared by every handler: lifetime and the revoked session ids.
+/// Session rules shared by every handler: lifetime, the issuer this instance trusts,
+/// the email domain allow-list and the revoked session ids.
 pub struct Sessions {
     pub ttl: Duration,
+    pub issuer: String,
+    /// Lower-case domains; empty allows any.
+    pub allowed_email_domains: Vec<String>,
     pub revoked: RevokedSessions,
 }
 
 impl Sessions {
-    pub fn new(ttl: Duration) -> Self {
+    pub fn new(ttl: Duration, issuer: String, allowed_email_domains: Vec<String>) -> Self {
         Self {
             ttl,
+            issuer,
+            allowed_email_domains,
             revoked: RevokedSessions::default(),
         }
     }
 
     /// Returns the signed-in user, or `None` when there is none, the sign-in is older
-    /// than the lifetime, or the session was signed out.
+    /// than the lifetime, the session was signed out, or it was issued under other
+    /// settings: another issuer (say a development instance sharing `SESSION_KEY`) or
+    /// an email domain the allow-list no longer contains.
     pub fn current_user(&self, session: &Session) -> Option<SignedInUser> {
         let user: SignedInUser = session.get(USER_KEY)?;
         let age = unix_now().saturating_sub(user.signed_in_at);
         let live = age < self.ttl.as_secs() && !self.revoked.is_revoked(&user.sid);
-        live.then_some(user)
+        (live && user.issuer == self.issuer && self.domain_allowed(&user)).then_some(user)
+    }
+
+    fn domain_allowed(&self, user: &SignedInUser) -> bool {
+        self.allowed_email_domains.is_empty()
+            || user
+                .email_domain()
+                .is_some_and(|domain| self.allowed_email_domains.contains(&domain))
     }
 
     /// Stores the user in a fresh session. Renewing at sign-in discards anything an
