@@ -4,9 +4,9 @@
 //!   `Batcher` and `Encoder` (protobuf with structured metadata, then raw
 //!   snappy), on one core.
 //! - `encode/tracing-loki-method`: the same events as tracing-loki 0.2.7
-//!   formats them, encoded the way it encodes a batch: each line cloned
-//!   into the request, protobuf into a reused buffer, snappy into a buffer
-//!   sized for the worst case, and the result copied out.
+//!   formats them, encoded the way tracing-loki encodes a batch. Each line
+//!   is cloned into the request, the protobuf goes into a reused buffer, and
+//!   the snappy output is copied out of a buffer sized for the worst case.
 //!
 //! After criterion, the binary derives entries/s and MB/s from criterion's
 //! median and measures wire size: compressed bytes per line at several batch

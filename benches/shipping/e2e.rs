@@ -1,5 +1,7 @@
 //! End to end: N events through each shipper, in its own child process,
-//! into the Python Loki test receiver on 127.0.0.1.
+//! into the Python Loki test receiver on 127.0.0.1, or into the in-process
+//! null sink to see what the shippers sustain when the receiver is not the
+//! bottleneck.
 //!
 //! Per run it reports lines delivered per second (from the first event to
 //! the end of the shipper's shutdown flush), CPU seconds of the child per
@@ -13,9 +15,53 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::child::ChildArgs;
-use crate::common::Shipper;
+use crate::common::{NullLoki, Shipper};
 use crate::procs::{self, Receiver};
 use crate::summary::{Spread, ratio};
+
+/// Where the shippers push.
+#[derive(Clone, Copy)]
+pub enum Destination<'a> {
+    Receiver(&'a Receiver),
+    NullSink(&'a NullLoki),
+}
+
+impl Destination<'_> {
+    fn url(&self) -> String {
+        match self {
+            Destination::Receiver(receiver) => receiver.url.clone(),
+            Destination::NullSink(sink) => sink.url.clone(),
+        }
+    }
+
+    /// Clears the receiver, or returns the sink's counts so far.
+    async fn start_run(&self) -> (u64, u64) {
+        match self {
+            Destination::Receiver(receiver) => {
+                receiver.reset().await;
+                (0, 0)
+            }
+            Destination::NullSink(sink) => (sink.entries(), sink_requests(sink)),
+        }
+    }
+
+    /// Returns (entries accepted, pushes answered 2xx, pushes that failed)
+    /// since `start`.
+    async fn totals_since(&self, start: (u64, u64)) -> (u64, u64, u64) {
+        match self {
+            Destination::Receiver(receiver) => receiver.totals().await,
+            Destination::NullSink(sink) => {
+                (sink.entries() - start.0, sink_requests(sink) - start.1, 0)
+            }
+        }
+    }
+}
+
+fn sink_requests(sink: &NullLoki) -> u64 {
+    sink.stats
+        .requests
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// Settings of the end-to-end figure.
 #[derive(Debug, Clone)]
@@ -35,7 +81,7 @@ pub fn rate_label(rate: u64) -> String {
     }
 }
 
-pub async fn run(receiver: &Receiver, settings: &Settings) -> Value {
+pub async fn run(destination: Destination<'_>, settings: &Settings) -> Value {
     let mut out = serde_json::Map::new();
     let mut lossless: Vec<Option<(u64, f64)>> = vec![None; Shipper::LOKI.len()];
     for &rate in &settings.rates {
@@ -44,7 +90,7 @@ pub async fn run(receiver: &Receiver, settings: &Settings) -> Value {
             rate_label(rate),
             settings.events
         );
-        let (summary, runs) = run_rate(receiver, settings, rate).await;
+        let (summary, runs) = run_rate(destination, settings, rate).await;
         for (index, shipper) in Shipper::LOKI.into_iter().enumerate() {
             let mine: Vec<&Value> = runs
                 .iter()
@@ -81,7 +127,7 @@ pub async fn run(receiver: &Receiver, settings: &Settings) -> Value {
 
 /// Runs every repetition at one rate; returns the summary and the runs.
 async fn run_rate(
-    receiver: &Receiver,
+    destination: Destination<'_>,
     settings: &Settings,
     rate: u64,
 ) -> (Value, Vec<(Shipper, Value)>) {
@@ -92,10 +138,10 @@ async fn run_rate(
             order.reverse();
         }
         for shipper in order {
-            receiver.reset().await;
+            let start = destination.start_run().await;
             let args = ChildArgs {
                 shipper,
-                url: receiver.url.clone(),
+                url: destination.url(),
                 events: settings.events,
                 rate,
                 queue_max_bytes: None,
@@ -103,7 +149,7 @@ async fn run_rate(
             };
             let mut child = procs::spawn_child(&args);
             let result = procs::child_result(&mut child, Duration::from_secs(300));
-            let (accepted, ok, failed) = receiver.totals().await;
+            let (accepted, ok, failed) = destination.totals_since(start).await;
             let run = summarize_run(&result, settings.events, accepted, ok, failed);
             println!("{:>13}: {run}", shipper.name());
             runs.push((shipper, run));

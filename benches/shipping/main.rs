@@ -61,7 +61,11 @@ fn main() {
     let wanted = |name: &str| named.is_empty() || named.contains(&name);
 
     let receiver = procs::Receiver::start();
+    // The sink runs its own runtime, so it is started and dropped outside
+    // the harness's runtime.
+    let sink = common::NullLoki::start();
     let mut results = serde_json::Map::new();
+    results.insert("machine".into(), machine());
     runtime.block_on(async {
         if wanted("e2e") {
             let settings = e2e::Settings {
@@ -69,7 +73,16 @@ fn main() {
                 rates: vec![25_000, 50_000, 100_000, 200_000, 0],
                 repetitions: if quick { 1 } else { 3 },
             };
-            results.insert("e2e".into(), e2e::run(&receiver, &settings).await);
+            let destination = e2e::Destination::Receiver(&receiver);
+            results.insert("e2e".into(), e2e::run(destination, &settings).await);
+            save(&results);
+            println!("== the same into the in-process null sink");
+            let destination = e2e::Destination::NullSink(&sink);
+            results.insert(
+                "e2e_null_sink".into(),
+                e2e::run(destination, &settings).await,
+            );
+            save(&results);
         }
         if wanted("outage") {
             let mut settings = outage::Settings::default();
@@ -79,6 +92,7 @@ fn main() {
                 settings.recovery = Duration::from_secs(3);
             }
             results.insert("outage".into(), outage::run(&receiver, settings).await);
+            save(&results);
         }
         if wanted("service") {
             let settings = service::Settings {
@@ -87,11 +101,18 @@ fn main() {
                 threads: 2,
                 repetitions: if quick { 1 } else { 3 },
             };
-            results.insert("service".into(), service::run(&receiver, settings).await);
+            let result = service::run(&receiver, &sink, settings).await;
+            results.insert("service".into(), result);
+            save(&results);
         }
     });
     results.insert("machine".into(), machine());
-    common::write_results("shipping", &serde_json::Value::Object(results));
+    save(&results);
+}
+
+/// Writes the results so far, so a failure in a later figure keeps them.
+fn save(results: &serde_json::Map<String, serde_json::Value>) {
+    common::write_results("shipping", &serde_json::Value::Object(results.clone()));
 }
 
 /// Checks that both shippers deliver a few events through their child
@@ -103,7 +124,7 @@ async fn smoke_check() {
         rates: vec![20_000],
         repetitions: 1,
     };
-    let result = e2e::run(&receiver, &settings).await;
+    let result = e2e::run(e2e::Destination::Receiver(&receiver), &settings).await;
     let paced = &result[e2e::rate_label(20_000)];
     for shipper in common::Shipper::LOKI {
         let accepted = &paced[shipper.name()]["runs"][0]["accepted"];

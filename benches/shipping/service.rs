@@ -1,8 +1,8 @@
 //! Service overhead: `wrk` loads `/nixtla` with a signed-in session cookie
-//! for a fixed time at fixed concurrency, with Loki shipping off, on into
-//! the Python test receiver, and on into the in-process null sink (which
-//! takes the receiver's CPU cost off the shared cores). Each run starts a
-//! fresh service process; runs rotate their order.
+//! for a fixed time at fixed concurrency. Loki shipping is off, on into the
+//! Python test receiver, or on into the in-process null sink, which keeps
+//! the receiver's CPU cost off the shared cores. Each run starts a fresh
+//! service process, and runs rotate their order.
 
 use std::process::Command;
 use std::time::Duration;
@@ -42,7 +42,7 @@ impl Shipping {
     }
 }
 
-pub async fn run(receiver: &Receiver, settings: Settings) -> Value {
+pub async fn run(receiver: &Receiver, sink: &NullLoki, settings: Settings) -> Value {
     if Command::new("wrk").arg("--version").output().is_err() {
         panic!("wrk is not installed: install it with `apt-get install wrk` (Debian)");
     }
@@ -52,7 +52,6 @@ pub async fn run(receiver: &Receiver, settings: Settings) -> Value {
         settings.connections,
         settings.duration.as_secs()
     );
-    let sink = NullLoki::start();
     let mut order = [Shipping::Off, Shipping::Receiver, Shipping::NullSink];
     let mut runs: Vec<(Shipping, Value)> = Vec::new();
     for _ in 0..settings.repetitions {
