@@ -34,8 +34,9 @@ for target in "${targets[@]}"; do
         echo "fuzz target $target failed; full output in $log" >&2
         exit 1
     fi
-    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
-    coverage=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1)
-    corpus_size=$(find "${corpus[0]}" -type f | wc -l)
-    echo "$target: ${runs:-?} runs in ${seconds} s, ${coverage:-cov: ?}, corpus ${corpus_size} inputs"
+    # libFuzzer's last status line, e.g. "#7025 DONE cov: 718 ft: 2296 corp: 548/104Kb ...".
+    final=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -n 1)
+    runs=$(sed -E 's/^#([0-9]+).*/\1/' <<<"$final")
+    stats=$(sed -E 's/^#[0-9]+[[:space:]]+DONE[[:space:]]+//' <<<"$final")
+    echo "$target: $runs runs in $seconds s, $stats"
 done

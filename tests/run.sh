@@ -2,7 +2,8 @@
 # Runs every test of the project. Installs what the tests need first: a Python venv
 # for the Loki stand-in and the stack checks, the npm packages for the OpenID
 # provider and the browser driver (from the committed lockfiles), and Debian's
-# chromium. Extra arguments go to `cargo test`.
+# chromium. Extra arguments go to `cargo test`. Last, every fuzz target runs for
+# NIXTLA_FUZZ_SECONDS (default 5), see docs/fuzzing.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -62,13 +63,12 @@ echo "==> cargo test"
 cargo test --all-targets "$@"
 
 echo "==> Fuzz targets, ${NIXTLA_FUZZ_SECONDS:=5} s each"
-# cargo-fuzz passes -Z flags to rustc (sanitizer and coverage instrumentation),
-# which a stable toolchain accepts only with RUSTC_BOOTSTRAP=1.
-export RUSTC_BOOTSTRAP=1
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked --version 0.13.2
 fi
 # The independent decoders the targets compare against have their own unit
-# tests. They share this project's target directory to reuse its builds.
+# tests. They share this project's target directory to reuse its builds, so
+# they run without the RUSTC_BOOTSTRAP=1 that fuzz/run.sh sets, because build
+# scripts such as proc-macro2's rerun when it changes, which would rebuild both.
 CARGO_TARGET_DIR="$root/target" cargo test --manifest-path fuzz/Cargo.toml --lib
 fuzz/run.sh "$NIXTLA_FUZZ_SECONDS"

@@ -36,7 +36,7 @@ fn check_escape(value: &str) {
     let literal = format!("\"{escaped}\"");
     match unquote(&literal) {
         Ok(bytes) => assert_eq!(bytes, value.as_bytes(), "{literal} decodes to other bytes"),
-        Err(error) => panic!("Go would reject {literal}: {error}"),
+        Err(error) => panic!("Loki's PromQL lexer would reject {literal}: {error}"),
     }
 }
 

@@ -9,7 +9,11 @@
 //!   escaped quote character, three octal digits (at most 255), `\xHH`,
 //!   `\uHHHH` and `\UHHHHHHHH` (a Unicode scalar value, so no surrogates);
 //!   a raw LF inside it is an error;
-//! - a value in backticks is taken as written and cannot contain a backtick.
+//! - a value in backticks is taken as written and cannot contain a backtick;
+//! - a quoted value of either kind must not contain U+FFFD as a character,
+//!   because the lexer compares each decoded rune with `utf8.RuneError`
+//!   (U+FFFD) to detect invalid UTF-8 (`lexString` and `lexRawString` in
+//!   Prometheus' `promql/parser/lex.go`). The escape `\ufffd` is allowed.
 //!
 //! Octal and `\x` escapes stand for single bytes, so values are returned as
 //! bytes. `#` comments are not supported, because nixtla never writes them.
@@ -149,6 +153,9 @@ impl Parser<'_> {
             if c == quote {
                 return Ok(value);
             }
+            if c == char::REPLACEMENT_CHARACTER {
+                return Err(self.error("U+FFFD in a quoted string reads as invalid UTF-8"));
+            }
             if quote == '`' {
                 push_char(&mut value, c);
                 continue;
@@ -244,6 +251,8 @@ mod tests {
         for (literal, expected) in cases {
             assert_eq!(unquote(literal).as_deref(), Ok(expected), "{literal}");
         }
+        let replacement = unquote(r#""\ufffd""#).unwrap();
+        assert_eq!(replacement, "\u{fffd}".as_bytes());
     }
 
     #[test]
@@ -258,6 +267,8 @@ mod tests {
             "\"line\nfeed\"",
             r#""open"#,
             r#""a"b"#,
+            "\"a\u{fffd}b\"",
+            "`a\u{fffd}b`",
         ] {
             assert!(unquote(literal).is_err(), "{literal:?} was accepted");
         }

@@ -4,7 +4,8 @@
 //! when its oldest entry has waited for the time limit. Within a stream,
 //! timestamps are made strictly increasing (a tie or a step back becomes the
 //! previous timestamp plus 1 ns), because Loki stores only one of two entries
-//! with the same timestamp and line.
+//! with the same timestamp and line. The one exception is `i64::MAX`, where
+//! the addition saturates and later entries repeat that timestamp.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -142,8 +142,10 @@ fn validate_value(name: &str, value: &str) -> Result<(), LabelError> {
 ///
 /// Control characters and invisible Unicode (non-ASCII spaces, zero-width
 /// and direction marks) are escaped so the selector stays readable in logs;
-/// Go decodes every escape back to the same character. Other characters,
-/// combining marks included, are written as they are.
+/// Go decodes every escape back to the same character. U+FFFD is escaped too,
+/// because the PromQL lexer takes a literal U+FFFD for invalid UTF-8 and
+/// rejects the selector. Other characters, combining marks included, are
+/// written as they are.
 pub fn escape_go_string(out: &mut String, value: &str) {
     for c in value.chars() {
         match c {
@@ -169,7 +171,8 @@ pub fn escape_go_string(out: &mut String, value: &str) {
 }
 
 /// Returns true for non-ASCII characters that render as nothing or as plain
-/// space: C1 controls, Unicode spaces, and the common format characters.
+/// space (C1 controls, Unicode spaces, and the common format characters),
+/// and for U+FFFD, which Loki rejects when written as it is.
 fn needs_unicode_escape(c: char) -> bool {
     if c.is_ascii() {
         return false;
@@ -187,6 +190,7 @@ fn needs_unicode_escape(c: char) -> bool {
                 | '\u{2066}'..='\u{206f}'
                 | '\u{feff}'
                 | '\u{fff9}'..='\u{fffb}'
+                | char::REPLACEMENT_CHARACTER
         )
 }
 
@@ -213,6 +217,7 @@ mod tests {
             ("nbsp\u{a0}", "nbsp\\u00a0"),
             ("zwsp\u{200b}", "zwsp\\u200b"),
             ("bom\u{feff}", "bom\\ufeff"),
+            ("bad\u{fffd}", "bad\\ufffd"),
             ("e\u{301}", "e\u{301}"),
             ("ünïcödé 日本", "ünïcödé 日本"),
             ("tag\u{e0041}", "tag\u{e0041}"),
