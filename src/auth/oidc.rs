@@ -322,6 +322,8 @@ where
     let reason = match error {
         RequestTokenError::ServerResponse(_) => LoginFailure::TokenExchange,
         RequestTokenError::Parse(_, body) if is_oauth_error(body) => LoginFailure::TokenExchange,
+        // The response parsed as JSON up to an ID token that could not be read.
+        RequestTokenError::Parse(_, body) if mentions_id_token(body) => LoginFailure::IdToken,
         _ => LoginFailure::ProviderUnavailable,
     };
     LoginError::new(reason, error_chain(error))
@@ -334,6 +336,10 @@ fn is_unknown_key<T>(result: &Result<T, ClaimsVerificationError>) -> bool {
             SignatureVerificationError::NoMatchingKey
         ))
     )
+}
+
+fn mentions_id_token(body: &[u8]) -> bool {
+    body.windows(b"\"id_token\"".len()).any(|window| window == b"\"id_token\"")
 }
 
 /// Detects an OAuth error body (`{"error": ...}`). Some providers send it with HTTP
