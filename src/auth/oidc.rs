@@ -339,7 +339,8 @@ fn is_unknown_key<T>(result: &Result<T, ClaimsVerificationError>) -> bool {
 }
 
 fn mentions_id_token(body: &[u8]) -> bool {
-    body.windows(b"\"id_token\"".len()).any(|window| window == b"\"id_token\"")
+    body.windows(b"\"id_token\"".len())
+        .any(|window| window == b"\"id_token\"")
 }
 
 /// Detects an OAuth error body (`{"error": ...}`). Some providers send it with HTTP
