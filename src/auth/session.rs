@@ -15,10 +15,10 @@ use super::revocation::RevokedSessions;
 
 const USER_KEY: &str = "user";
 
-/// Longest display name kept, in characters. Longer names are cut so the session
+/// Maximum display name length kept, in characters. Longer names are cut so the session
 /// cookie stays under the 4 KiB that browsers accept.
 pub const NAME_MAX_CHARS: usize = 200;
-/// Longest email address kept, in bytes (the SMTP path limit).
+/// Maximum email address length kept, in bytes (the SMTP path limit).
 pub const EMAIL_MAX_BYTES: usize = 254;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,8 +27,8 @@ pub struct SignedInUser {
     pub sid: String,
     /// The provider's stable subject identifier (`sub`).
     pub sub: String,
-    /// Who vouched for the user: the OIDC issuer URL, or `development`. A session
-    /// is only valid on an instance configured with the same issuer.
+    /// The identity provider that signed the user in: the OIDC issuer URL, or
+    /// `development`. A session is only valid on an instance configured with it.
     #[serde(default)]
     pub issuer: String,
     pub name: String,
