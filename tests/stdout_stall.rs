@@ -1,5 +1,5 @@
-//! A stdout that nobody reads (a stalled log driver, a full pipe) must not stall
-//! requests: lines are dropped and counted instead.
+//! An unread stdout (a stalled log driver, a full pipe) must not stall requests,
+//! because lines are dropped and counted instead.
 
 mod common;
 
@@ -9,6 +9,16 @@ use std::{
 };
 
 use common::free_port;
+
+/// Kills the child on drop, so a failed assertion does not leave it running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 #[tokio::test]
 async fn unread_stdout_does_not_block_requests() {
@@ -25,6 +35,7 @@ async fn unread_stdout_does_not_block_requests() {
         .spawn()
         .expect("start nixtla");
     let _unread_pipe = child.stdout.take();
+    let mut child = KillOnDrop(child);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
@@ -59,10 +70,10 @@ async fn unread_stdout_does_not_block_requests() {
         .find_map(|line| line.strip_prefix("nixtla_stdout_dropped_lines_total "));
     assert!(counter.is_some(), "no stdout drop counter in /metrics");
 
-    let pid = child.id().to_string();
+    let pid = child.0.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
-    while child.try_wait().unwrap().is_none() {
+    while child.0.try_wait().unwrap().is_none() {
         assert!(
             Instant::now() < deadline,
             "nixtla did not exit with stdout stalled"
